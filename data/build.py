@@ -1,0 +1,105 @@
+"""Build the small bundled sample sets in `data/` from the real images in `../shared/data/`.
+
+Run from the repository root:  python data/build.py [--src ../shared/data]
+
+Deterministic: the same source gives byte-identical output (sorted file lists, a fixed seed, fixed JPEG settings).
+The project never needs the source to run or test; this script only documents and repeats how `data/` was made.
+"""
+import argparse, csv, hashlib, random, shutil
+from pathlib import Path
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+SEED = 42
+QUALITY = 85
+
+
+def save_small(src: Path, dst: Path, max_side: int | None):
+    "Re-encode `src` as JPEG at `dst`, shrunk so its longer side is at most `max_side`; keeps the image mode's look."
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im.load()
+        if max_side and max(im.size) > max_side:
+            scale = max_side / max(im.size)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+        # Keep greyscale images greyscale (real data the loaders must handle); everything else becomes RGB for JPEG.
+        if im.mode not in ("L", "RGB"): im = im.convert("RGB")
+        im.save(dst, "JPEG", quality=QUALITY, optimize=True)
+
+
+def stable_int(s: str) -> int: return int(hashlib.sha256(s.encode()).hexdigest()[:8], 16)
+
+
+def build_pets(src: Path, out: Path):
+    "All 259 images (7 per breed, 37 breeds), names unchanged so the regex labelling is the real one."
+    for p in sorted((src / "oxford-iiit-pet/images").glob("*.jpg")):
+        save_small(p, out / "pets/images" / p.name, 160)
+
+
+def build_cifar(src: Path, out: Path, n_train=100, n_test=20):
+    "The first `n_train` train and `n_test` test images of each class (sorted names), 32x32 as in CIFAR-10."
+    for split, n in (("train", n_train), ("test", n_test)):
+        for cls in sorted(d.name for d in (src / "cifar10" / split).iterdir()):
+            for p in sorted((src / "cifar10" / split / cls).glob("*.jpg"))[:n]:
+                dst = out / "cifar10" / split / cls / p.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(p, dst)  # already tiny JPEGs; copy bytes unchanged
+
+
+def build_vehicles(src: Path, out: Path, n_per_class=150):
+    """A stand-in in the hackathon's exact format: real `train.csv` names and labels, with CIFAR-10 `truck` images
+    standing in for emergency vehicles (1) and `automobile` images for the rest (0), taken from CIFAR train images
+    the CIFAR sample does not use; `test.csv` lists the 10 real hackathon test images, copied into `images/`."""
+    ev = src / "emergency-vehicles"
+    rows = list(csv.DictReader(open(ev / "train.csv")))
+    rng = random.Random(SEED)
+    chosen = []
+    for label in ("1", "0"):
+        rs = [r for r in rows if r["emergency_or_not"] == label]
+        chosen += rng.sample(rs, n_per_class)
+    rng.shuffle(chosen)
+    pools = {"1": sorted((src / "cifar10/train/truck").glob("*.jpg"))[-n_per_class:],
+             "0": sorted((src / "cifar10/train/automobile").glob("*.jpg"))[-n_per_class:]}
+    used = {"1": 0, "0": 0}
+    img_dir = out / "vehicles/images"
+    for r in chosen:
+        lab = r["emergency_or_not"]
+        save_small(pools[lab][used[lab]], img_dir / r["image_names"], None)
+        used[lab] += 1
+    write_csv(out / "vehicles/train.csv", ["image_names", "emergency_or_not"],
+              [[r["image_names"], r["emergency_or_not"]] for r in chosen])
+    tests = sorted((ev / "test_images").glob("*.jpg"), key=lambda p: int(p.stem))
+    for p in tests: save_small(p, img_dir / p.name, 96)
+    write_csv(out / "vehicles/test.csv", ["image_names"], [[p.name] for p in tests])
+
+
+def build_caltech(src: Path, out: Path, max_side=128):
+    """All 102 folders (101 classes + BACKGROUND_Google). Each class keeps between 8 and 20 of its 20 images, a
+    count fixed by a hash of its name, so per-class accuracy can be set against training-set size."""
+    root = src / "caltech101/101_ObjectCategories"
+    for d in sorted(root.iterdir()):
+        n = 8 + stable_int(d.name) % 13
+        for p in sorted(d.glob("*.jpg"))[:n]:
+            save_small(p, out / "caltech101/101_ObjectCategories" / d.name / p.name, max_side)
+
+
+def write_csv(path: Path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header); w.writerows(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", type=Path, default=HERE.parent.parent / "shared/data")
+    ap.add_argument("--out", type=Path, default=HERE)
+    a = ap.parse_args()
+    for name in ("pets", "cifar10", "vehicles", "caltech101"):
+        shutil.rmtree(a.out / name, ignore_errors=True)
+    build_pets(a.src, a.out); build_cifar(a.src, a.out); build_vehicles(a.src, a.out); build_caltech(a.src, a.out)
+    total = sum(p.stat().st_size for p in a.out.rglob("*") if p.is_file())
+    print(f"data/ is {total / 1e6:.1f} MB")
+
+
+if __name__ == "__main__": main()
