@@ -1,0 +1,130 @@
+"""Export and load_learner: one safe file, the same predictions in a fresh process, TTA on unlabelled images, refusal of
+malicious or incompatible files, atomic writes."""
+import json, os, pickle, subprocess, sys, textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from lessonkit.core import LessonkitError, set_seed
+from lessonkit.data import DataLoaders
+from lessonkit.inference import FORMAT_VERSION, load_learner
+from lessonkit.learner import vision_learner
+from lessonkit.metrics import accuracy
+
+ROOT = Path(__file__).resolve().parents[1]
+VEHICLES = ROOT / "data" / "vehicles"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    "MobileNetV2 trained one epoch (frozen body) on the vehicles sample (emergency or not), exported."
+    set_seed(0)
+    dls = DataLoaders.from_csv(VEHICLES, "train.csv", folder="images", valid_pct=0.2, size=64, bs=32, progress=False)
+    learn = vision_learner(dls, "mobilenet_v2", metrics=accuracy)
+    learn.fit_one_cycle(1, 3e-3)
+    path = learn.export(tmp_path_factory.mktemp("export") / "vehicles.pth")
+    return learn, path
+
+
+def test_export_is_one_safe_file(trained):
+    learn, path = trained
+    state = torch.load(path, weights_only=True)  # loads with the safe loader: tensors and plain containers only
+    assert set(state) == {"manifest", "model"} and all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    m = json.loads(state["manifest"])
+    assert m["format_version"] == FORMAT_VERSION and m["arch"] == "mobilenet_v2" and m["classes"] == ["0", "1"]
+    assert m["size"] == [64, 64] and m["item_resize"] == "squish" and m["stats"] == [list(s) for s in learn.dls.stats]
+    assert set(m["versions"]) == {"lessonkit", "torch", "torchvision"}
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_fresh_process_gives_the_same_predictions(trained, tmp_path):
+    learn, path = trained
+    test_csv = VEHICLES / "test.csv"
+    script = textwrap.dedent(f"""
+        import os, sys, torch
+        from PIL import Image
+        os.chdir({str(tmp_path)!r})  # away from the repository: the loaded learner needs no training data
+        from lessonkit.core import set_seed
+        from lessonkit.inference import load_learner
+        learn = load_learner({str(path)!r}, device="cpu")
+        dl = learn.dls.test_dl({str(test_csv)!r}, folder="images")
+        probs, targets = learn.get_preds(dl=dl)
+        assert targets is None
+        set_seed(7)
+        tta, tta_targets = learn.tta(dl=dl, n=3)
+        assert tta_targets is None
+        label, idx, p = learn.predict({str(VEHICLES / "images" / "8.jpg")!r})
+        label_pil, idx_pil, p_pil = learn.predict(Image.open({str(VEHICLES / "images" / "8.jpg")!r}))
+        torch.save(dict(probs=probs, tta=tta, items=[str(i) for i in dl.items], label=label, idx=idx, p=p,
+                        label_pil=label_pil), "out.pth")
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = torch.load(tmp_path / "out.pth", weights_only=True)
+    dl = learn.dls.test_dl(VEHICLES / "test.csv", folder="images")
+    assert out["items"] == [str(i) for i in dl.items] and len(dl.items) == 10
+    probs, _ = learn.get_preds(dl=dl)
+    assert torch.allclose(out["probs"], probs, atol=1e-5)
+    set_seed(7)
+    tta, _ = learn.tta(dl=dl, n=3)
+    assert torch.allclose(out["tta"], tta, atol=1e-5)  # same seed, same augmentation settings from the manifest
+    assert not torch.allclose(tta, probs, atol=1e-4)
+    label, idx, p = learn.predict(VEHICLES / "images" / "8.jpg")
+    assert (out["label"], out["idx"]) == (label, idx) and torch.allclose(out["p"], p, atol=1e-5)
+    assert out["label_pil"] == label
+
+
+class _Payload:
+    "Unpickling this would call Path(marker).touch(): a marker file would prove that code ran."
+    def __init__(self, marker): self.marker = Path(marker)
+    def __reduce__(self): return (Path.touch, (self.marker,))
+
+
+class _ShellPayload:
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("payload", [_Payload, _ShellPayload])
+def test_malicious_files_are_refused_without_running_code(tmp_path, payload):
+    marker = tmp_path / "code-ran"
+    torch.save({"manifest": "{}", "model": {"w": payload(marker)}}, tmp_path / "evil.pth")
+    with open(tmp_path / "evil.pkl", "wb") as f: pickle.dump({"manifest": payload(marker)}, f)
+    for name in ("evil.pth", "evil.pkl"):
+        with pytest.raises(LessonkitError, match="Refused to load"): load_learner(tmp_path / name)
+    assert not marker.exists()
+
+
+def test_incompatible_files_say_what_differs(trained, tmp_path):
+    _, path = trained
+    state = torch.load(path, weights_only=True)
+    m = json.loads(state["manifest"])
+    m["format_version"] = FORMAT_VERSION + 1
+    torch.save({"manifest": json.dumps(m), "model": state["model"]}, tmp_path / "newer.pth")
+    with pytest.raises(LessonkitError, match=rf"version {FORMAT_VERSION + 1}.*reads version {FORMAT_VERSION}"):
+        load_learner(tmp_path / "newer.pth")
+    with pytest.raises(LessonkitError, match="holds a mobilenet_v2 model, not the resnet34"):
+        load_learner(path, arch="resnet34")
+    m["format_version"], m["arch"] = FORMAT_VERSION, "efficientnet_b0"
+    torch.save({"manifest": json.dumps(m), "model": state["model"]}, tmp_path / "mislabelled.pth")
+    with pytest.raises(LessonkitError, match="do not fit a efficientnet_b0"): load_learner(tmp_path / "mislabelled.pth")
+    torch.save({"model": state["model"]}, tmp_path / "no_manifest.pth")
+    with pytest.raises(LessonkitError, match="no manifest"): load_learner(tmp_path / "no_manifest.pth")
+    with pytest.raises(LessonkitError, match="No exported learner"): load_learner(tmp_path / "missing.pth")
+
+
+def test_failed_export_keeps_the_previous_file(trained, tmp_path, monkeypatch):
+    learn, path = trained
+    target = tmp_path / "model.pth"
+    learn.export(target)
+    good = target.read_bytes()
+    real_save = torch.save
+    def half_save(obj, f, *a, **k):
+        f.write(b"partial data"); raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", half_save)
+    with pytest.raises(LessonkitError, match="unchanged"): learn.export(target)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert target.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+    load_learner(target)
