@@ -25,6 +25,7 @@ lesson: setup
 	$(BIN)/python tools/run_lesson.py $(LESSON)
 
 test: setup
+	bash tools/setup_browser.sh
 	$(BIN)/python -m pytest -v -rs tests
 
 export: setup
