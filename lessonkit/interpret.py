@@ -336,7 +336,7 @@ class ClassificationInterpretation:
                         textcoords="offset points", va="bottom" if py < 0.5 else "top")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training images of the class" + (" (points spread sideways where they overlap)" if jitter else ""))
-        ax.set_ylabel("validation accuracy of the class")
+        ax.set_ylabel("accuracy of the class (on the set interpreted)")
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(f"Accuracy vs training images, {len(rows)} classes ({r_txt})", fontsize=10)
         return fig
