@@ -1,0 +1,263 @@
+"""Property-based fuzzing (hypothesis) of everything that reads user input: image files of every size, mode and format,
+damaged on purpose (truncated, bytes flipped); the batch transforms; file-name labelling (`from_name_re`,
+`from_name_func`) over arbitrary names; and tables (`from_csv`, `from_df`) with missing columns, empty cells, quotes,
+unicode and bytes that are not text. The rule checked each time: a result, or a `LessonkitError` saying what is wrong;
+never another exception, and never a silently wrong label.
+
+The examples are derandomized (the same ones on every run, so CI is repeatable) and bounded (`max_examples`) to keep
+the whole file under a minute on two cores. To search harder, run with `LESSONKIT_FUZZ_EXAMPLES=2000`, which also
+draws new random examples each run."""
+import csv, io, math, os, re, shutil, string, tempfile, warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from PIL import Image
+
+from lessonkit.augment import BatchAugment, resize_image
+from lessonkit.core import LessonkitError
+from lessonkit.data import BadImageError, DataLoaders, check_images, clear_image_cache, decode_images, load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+PETS = ROOT / "data" / "pets" / "images"
+N = int(os.environ.get("LESSONKIT_FUZZ_EXAMPLES", 0))
+FUZZ = settings(max_examples=N or 50, deadline=None, derandomize=not N, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                       HealthCheck.data_too_large])
+KW = dict(size=8, bs=2, device="cpu", num_workers=0, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LESSONKIT_HOME", str(tmp_path_factory.mktemp("home")))
+    clear_image_cache()
+
+
+# ---------------------------------------------------------------------------------------------------- image files
+MODES = ["L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I;16", "I", "1", "F"]
+FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp",
+           "PPM": ".ppm"}
+
+
+def make_image(mode: str, w: int, h: int, seed: int, scale: float) -> Image.Image:
+    "A random image of `mode` and size w x h (`scale` sets the range of I and F values)."
+    rng = np.random.default_rng(seed)
+    if mode == "F": return Image.fromarray((rng.random((h, w)) * scale).astype(np.float32))
+    if mode == "I;16": return Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
+    if mode == "I": return Image.fromarray((rng.random((h, w)) * scale).astype(np.int32))
+    rgba = Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA")
+    if mode in ("P", "PA"):
+        p = rgba.convert("RGB").convert("P")
+        return p.convert("PA") if mode == "PA" else p
+    return rgba.convert(mode)
+
+
+@st.composite
+def image_files(draw) -> bytes:
+    "The bytes of an image file of random size, mode and format, maybe damaged; and its extension."
+    mode, fmt = draw(st.sampled_from(MODES)), draw(st.sampled_from(sorted(FORMATS)))
+    w, h = draw(st.integers(1, 300)), draw(st.integers(1, 50))
+    if draw(st.booleans()): w, h = h, w
+    im = make_image(mode, w, h, draw(st.integers(0, 2**16)), draw(st.sampled_from([1.0, 255.0, 4095.0, 1e6])))
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.save(buf, format=fmt)
+    except (OSError, ValueError, KeyError, TypeError):
+        assume(False)  # this format cannot store this mode: not an input anyone can have
+    data = bytearray(buf.getvalue())
+    damage = draw(st.sampled_from(["none", "none", "truncate", "flip", "both", "garbage"]))
+    if damage in ("truncate", "both"): data = data[:draw(st.integers(0, max(len(data) - 1, 0)))]
+    if damage in ("flip", "both") and data:
+        for _ in range(draw(st.integers(1, 8))):
+            i = draw(st.integers(0, len(data) - 1)); data[i] ^= draw(st.integers(1, 255))
+    if damage == "garbage": data = bytearray(draw(st.binary(max_size=200)))
+    ext = draw(st.sampled_from([FORMATS[fmt], FORMATS[fmt], ".jpg", ".png"]))
+    return bytes(data), ext
+
+
+@FUZZ
+@given(image_files(), st.integers(1, 64), st.integers(1, 64), st.sampled_from(["squish", "crop", "pad"]))
+def test_any_image_file_loads_or_says_why(tmp_path, file, h, w, method):
+    data, ext = file
+    f = tmp_path / f"x{ext}"
+    f.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns about some damaged files; we check what it returns
+        try:
+            t = load_image(f, (h, w), method)
+        except BadImageError as e:
+            assert e.path == f and str(f) in str(e) and e.reason
+            t = None
+        if t is not None:
+            assert t.shape == (3, h, w) and t.dtype == torch.uint8
+        bad = check_images([f])  # never raises: lists the file if it cannot be used
+        assert len(bad) <= 1 and all(p == f and r for p, r in bad)
+        imgs, failures = decode_images([f], (h, w), method, num_workers=0)
+        assert (imgs[0] is None) == (len(failures) == 1)
+
+
+@FUZZ
+@given(st.integers(1, 4), st.integers(1, 64), st.integers(1, 64), st.one_of(st.none(), st.tuples(st.integers(1, 48),
+       st.integers(1, 48))), st.booleans(), st.floats(0, 45), st.floats(1, 2), st.floats(0, 0.5), st.floats(0, 1),
+       st.floats(0.05, 1), st.sampled_from(["reflection", "border", "zeros"]))
+def test_batch_transforms_any_shape(b, h, w, size, flip_vert, rot, zoom, warp, light, min_scale, pad):
+    aug = BatchAugment(flip=True, flip_vert=flip_vert, max_rotate=rot, max_zoom=zoom, max_warp=warp, max_lighting=light,
+                       min_scale=min_scale, pad_mode=pad, p_affine=1.0, p_lighting=1.0)
+    x = torch.rand(b, 3, h, w)
+    y = aug(x, size=size)
+    assert y.shape == (b, 3, *(size or (h, w))) and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+
+
+@FUZZ
+@given(st.integers(1, 300), st.integers(1, 300), st.integers(1, 96), st.integers(1, 96),
+       st.sampled_from(["squish", "crop", "pad"]))
+def test_resize_image_gives_exactly_the_size(W, H, h, w, method):
+    im = Image.new("RGB", (W, H), (200, 30, 30))
+    out = resize_image(im, (h, w), method)
+    assert out.size == (w, h) and out.mode == "RGB"
+
+
+# --------------------------------------------------------------------------------------------------- file names
+NAME_CHARS = st.sampled_from(list(string.ascii_letters + string.digits + "_-. ()[]+,;'!#$%&=~") +
+                             ["é", "ß", "猫", "🐶", "\u200b", "Ω", "ı"])
+names = st.text(NAME_CHARS, min_size=1, max_size=30).filter(lambda s: s not in (".", ".."))
+
+
+@pytest.fixture(scope="module")
+def tiny_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.open(sorted(PETS.glob("*.jpg"))[0]).convert("RGB").resize((16, 12)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def write_files(folder: Path, stems: list[str], exts: list[str], jpeg: bytes, broken: list[bool]) -> list[Path]:
+    if folder.exists(): shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    files = []
+    for stem, ext, bad in zip(stems, exts, broken):
+        f = folder / f"{stem}{ext}"
+        if f in files: continue
+        f.write_bytes(b"not an image" if bad else jpeg)
+        files.append(f)
+    return files
+
+
+PATTERNS = [r"^(.+)_\d+\.jpg$", r"/([^/]+)_\d+\.jpg$", r"^(.*)$", r"(\d+)", r"^([^_]*)", r"^(.+)\.", r"(x)?"]
+
+
+@FUZZ
+@given(st.lists(st.tuples(names, st.sampled_from(["", "_1", "_22", "_007"]), st.sampled_from([".jpg", ".JPG", ".png", ""]),
+                          st.booleans()), min_size=1, max_size=10),
+       st.sampled_from(PATTERNS), st.booleans(), st.sampled_from([0.2, 0.5]))
+def test_from_name_re_any_names(tmp_path, tiny_jpeg, rows, pat, skip_bad, valid_pct):
+    files = write_files(tmp_path / "imgs", [a + b for a, b, _, _ in rows], [c for _, _, c, _ in rows], tiny_jpeg,
+                        [d and i % 3 == 0 for i, (_, _, _, d) in enumerate(rows)])
+    try:
+        dls = DataLoaders.from_name_re(tmp_path / "imgs", files, pat, valid_pct=valid_pct, skip_bad=skip_bad, **KW)
+    except LessonkitError as e:
+        assert str(e)
+        return
+    rx = re.compile(pat)
+    for dl in (dls.train, dls.valid):   # every label is exactly what the pattern says for that file
+        for p, l in zip(dl.items, dl.labels):
+            m = rx.search(p.as_posix() if "/" in pat else p.name)
+            assert dls.classes[l] == m.group(1)
+
+
+LABEL_FUNCS = {
+    "first part": lambda n: n.split("_")[0],
+    "first char": lambda n: n[0],
+    "raises": lambda n: {"a": "cat"}[n[0].lower()],
+    "none sometimes": lambda n: None if len(n) % 2 else n[:2],
+    "number": lambda n: len(n) % 3,
+    "empty": lambda n: "",
+}
+
+
+@FUZZ
+@given(st.lists(names, min_size=1, max_size=10, unique=True), st.sampled_from(sorted(LABEL_FUNCS)), st.booleans())
+def test_from_name_func_any_names(tmp_path, tiny_jpeg, stems, func, skip_bad):
+    files = write_files(tmp_path / "imgs", stems, [".jpg"] * len(stems), tiny_jpeg, [False] * len(stems))
+    f = LABEL_FUNCS[func]
+    try:
+        dls = DataLoaders.from_name_func(tmp_path / "imgs", files, f, skip_bad=skip_bad, valid_pct=0.5, **KW)
+    except LessonkitError as e:
+        assert str(e)
+        return
+    for dl in (dls.train, dls.valid):
+        for p, l in zip(dl.items, dl.labels): assert dls.classes[l] == str(f(p.name))
+
+
+# ------------------------------------------------------------------------------------------------------- tables
+cell = st.one_of(names, st.text(max_size=12), st.sampled_from(["", " ", '"', '""', "a,b", "x\ny", "cat dog", "NaN",
+                                                               "nan", "1", "1.0", "inf", "True", "valid"]))
+
+
+@st.composite
+def csv_tables(draw):
+    "A CSV file's bytes: a header (or none), rows naming existing or missing files with random labels and cells."
+    n_cols = draw(st.integers(1, 4))
+    header = draw(st.one_of(st.just(["fname", "label", "is_valid", "extra"][:n_cols]),
+                            st.lists(cell, min_size=n_cols, max_size=n_cols)))
+    rows = []
+    for _ in range(draw(st.integers(0, 10))):
+        k = draw(st.integers(0, 5))   # rows may be short or long
+        row = [draw(st.one_of(st.sampled_from(["a_1", "b_2", "c_3", "d_4", "e_5", "missing"]), cell)) for _ in range(k)]
+        rows.append(row)
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header] + rows)
+    data = buf.getvalue().encode("utf-8")
+    damage = draw(st.sampled_from(["none", "none", "none", "bom", "latin1", "nul", "bytes"]))
+    if damage == "bom": data = b"\xef\xbb\xbf" + data
+    if damage == "latin1": data = data.replace(b"a", "é".encode("latin-1"), 1)
+    if damage == "nul": data = data.replace(b",", b"\x00", 1)
+    if damage == "bytes": data = draw(st.binary(max_size=120))
+    return data
+
+
+@pytest.fixture(scope="module")
+def table_images(tmp_path_factory, tiny_jpeg) -> Path:
+    d = tmp_path_factory.mktemp("table")
+    (d / "imgs").mkdir()
+    for stem in ["a_1", "b_2", "c_3", "d_4", "e_5"]: (d / "imgs" / f"{stem}.jpg").write_bytes(tiny_jpeg)
+    return d
+
+
+@FUZZ
+@given(csv_tables(), st.sampled_from([0, 1, "fname", "label", "nope", -1, 7]), st.sampled_from([1, "label", 0, "x"]),
+       st.sampled_from([None, " ", ";"]), st.sampled_from([None, "is_valid", 2]), st.booleans(), st.booleans())
+def test_from_csv_any_table(table_images, data, fn_col, label_col, delim, valid_col, header, skip_bad):
+    (table_images / "t.csv").write_bytes(data)
+    try:
+        dls = DataLoaders.from_csv(table_images, "t.csv", folder="imgs", suff=".jpg", fn_col=fn_col,
+                                   label_col=label_col, label_delim=delim, valid_col=valid_col, header=header,
+                                   skip_bad=skip_bad, **KW)
+    except LessonkitError as e:
+        assert str(e)
+        return
+    assert dls.train.n >= 1 and dls.valid.n >= 1
+    assert all(p.is_file() for dl in (dls.train, dls.valid) for p in dl.items)
+
+
+value = st.one_of(st.none(), st.just(float("nan")), st.integers(-3, 3), st.floats(allow_nan=True), cell,
+                  st.sampled_from(["a_1", "b_2", "c_3", "d_4", "e_5"]), st.lists(st.sampled_from(["x", "y"]), max_size=2))
+
+
+@FUZZ
+@given(st.one_of(
+    st.dictionaries(st.sampled_from(["f", "y", "v", "z"]), st.lists(value, min_size=0, max_size=6), max_size=4),
+    st.lists(st.lists(value, max_size=4), max_size=8),
+    st.lists(st.dictionaries(st.sampled_from(["f", "y"]), value, max_size=2), max_size=6)),
+    st.sampled_from([0, 1, "f", "y", "q"]), st.sampled_from([1, "y", 0]), st.sampled_from([None, ";"]), st.booleans())
+def test_from_df_any_table(table_images, table, fn_col, label_col, delim, skip_bad):
+    try:
+        dls = DataLoaders.from_df(table, table_images, fn_col=fn_col, label_col=label_col, label_delim=delim,
+                                  folder="imgs", suff=".jpg", skip_bad=skip_bad, **KW)
+    except LessonkitError as e:
+        assert str(e)
+        return
+    assert dls.train.n >= 1 and dls.valid.n >= 1
