@@ -13,7 +13,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, atomic_write, in_notebook, in_test
+from .core import LessonkitError, atomic_write, in_notebook, show_progress
 
 if TYPE_CHECKING: from lessonkit.learner import Learner
 
@@ -161,7 +161,7 @@ class ProgressCallback(Callback):
     "Progress bars per phase and the epoch table."
     order = 10
 
-    def __init__(self, bars: bool | None = None): # show progress bars (default: yes, except under tests)
+    def __init__(self, bars: bool | None = None): # show progress bars (default: where they render, see `show_progress`)
         self.bars, self.bar, self.handle = bars, None, None
 
     def before_fit(self):
@@ -169,7 +169,7 @@ class ProgressCallback(Callback):
         self.html = in_notebook()
 
     def _open_bar(self, desc: str):
-        show = (not in_test()) if self.bars is None else self.bars
+        show = show_progress() if self.bars is None else self.bars
         self.bar = tqdm(total=len(self.learn.dl), desc=desc, leave=False, disable=not show)
 
     def before_train(self): self._open_bar(f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} train")

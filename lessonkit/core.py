@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['LessonkitError', 'in_colab', 'in_test', 'in_notebook', 'default_device', 'set_seed', 'lessonkit_home', 'cache_dir',
-           'atomic_write', 'file_lock']
+__all__ = ['LessonkitError', 'in_colab', 'in_test', 'in_notebook', 'show_progress', 'default_device', 'set_seed',
+           'lessonkit_home', 'cache_dir', 'atomic_write', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #5783963d
 class LessonkitError(Exception):
@@ -37,6 +37,13 @@ def in_notebook() -> bool:
         ip = get_ipython()
         return ip is not None and ip.__class__.__name__ in ("ZMQInteractiveShell", "Shell")
     except ImportError: return False
+
+def show_progress() -> bool:
+    "Draw progress bars by default? Yes where they render (a Jupyter kernel or a terminal); not under tests, in logs or in headless notebook runs."
+    if in_test(): return False
+    if in_notebook(): return True
+    try: return sys.stderr.isatty()
+    except (AttributeError, ValueError): return False
 
 # %% ../nbs/00_core.ipynb #d35873e9
 def default_device() -> torch.device:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, atomic_write, cache_dir, default_device, in_test
+from .core import LessonkitError, atomic_write, cache_dir, default_device, show_progress
 from .augment import (BatchAugment, as_hw, check_method, denormalize, draft_size, imagenet_stats, normalize,
                                resize_image)
 
@@ -232,7 +232,7 @@ def decode_images(items: Sequence[Path], # image files
         except BadImageError as e: return i, e.reason
         except Exception as e: return i, _describe_error(Path(items[i]), e)   # never let one file kill the batch
         return None
-    show = (not in_test() and len(items) >= 500) if progress is None else progress
+    show = (show_progress() and len(items) >= 500) if progress is None else progress
     with tqdm(total=len(items), desc=desc, unit="img", disable=not show, leave=False) as bar:
         if nw <= 1 or len(items) < 16: results = (work(i) for i in range(len(items)))
         else:
@@ -790,6 +790,11 @@ def _show_batch(self, n: int = 9, # how many images
     return fig
 
 # %% ../nbs/02_data.ipynb #5329ede9
+def _method(f, name: str):
+    "A function written outside the class (so its docs come first) under its method name, for `help()` and docs."
+    f.__name__, f.__qualname__ = name, f"DataLoaders.{name}"
+    return f
+
 class DataLoaders:
     "Train, valid and optional test `ImageLoader`s, plus the class names, size, statistics and device they share."
     def __init__(self, train: ImageLoader, valid: ImageLoader, test: ImageLoader | None = None,
@@ -823,14 +828,14 @@ class DataLoaders:
         for dl in self.loaders: dl.to(device)
         return self
 
-    from_lists = classmethod(_from_lists)
-    from_name_func = classmethod(_from_name_func)
-    from_name_re = classmethod(_from_name_re)
-    from_folder = classmethod(_from_folder)
-    from_df = classmethod(_from_df)
-    from_csv = classmethod(_from_csv)
-    test_dl = _test_dl
-    show_batch = _show_batch
+    from_lists = classmethod(_method(_from_lists, "from_lists"))
+    from_name_func = classmethod(_method(_from_name_func, "from_name_func"))
+    from_name_re = classmethod(_method(_from_name_re, "from_name_re"))
+    from_folder = classmethod(_method(_from_folder, "from_folder"))
+    from_df = classmethod(_method(_from_df, "from_df"))
+    from_csv = classmethod(_method(_from_csv, "from_csv"))
+    test_dl = _method(_test_dl, "test_dl")
+    show_batch = _method(_show_batch, "show_batch")
 
     def new(self, **kwargs) -> DataLoaders:
         "New loaders sharing the decoded images, with `ImageLoader.new` settings (e.g. `bs=32`) changed on each."

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .core import LessonkitError, atomic_write, in_notebook
-from .interpret import ClassificationInterpretation, _grid, _short, load_thumb
+from .interpret import ClassificationInterpretation, figure_grid, load_thumb, short_name
 
 # %% auto #0
 __all__ = ['ANY', 'KEEP', 'DELETE', 'can_render_widgets', 'fig_to_png', 'thumb_jpeg', 'MistakesBrowser', 'mistakes_browser',
@@ -75,7 +75,7 @@ def _caption(interp: ClassificationInterpretation, i: int, top: int = 3) -> str:
     lines = [f"<code>{html.escape(name)}</code>",
              f"<span style='color:{colour}'>predicted: {html.escape(interp.classes[p])} {interp.probs[i, p]:.2f}</span>",
              f"actual: {html.escape(interp.classes[t])} {interp.probs[i, t]:.2f}"]
-    if others: lines.append("also: " + " · ".join(f"{html.escape(_short(n, 20))} {q:.2f}" for n, q in others))
+    if others: lines.append("also: " + " · ".join(f"{html.escape(short_name(n, 20))} {q:.2f}" for n, q in others))
     lines.append(f"loss {interp.losses[i]:.2f}")
     return f"<div style='font-size:11px;line-height:1.3'>{'<br>'.join(lines)}</div>"
 
@@ -174,12 +174,12 @@ class MistakesBrowser(_View):
         "The current page as a matplotlib figure (what shows where widgets cannot render)."
         if not self.shown:
             fig = Figure(figsize=(5, 1)); fig.text(0.5, 0.5, self.count_label.value, ha="center"); return fig
-        fig, axs = _grid(len(self.shown), None, 2.2, extra_h=0.8)
+        fig, axs = figure_grid(len(self.shown), None, 2.2, extra_h=0.8)
         for ax, s in zip(axs, self.shown):
             ax.imshow(load_thumb(s["path"], self.size))
             i = s["index"]; p, t = self.interp.preds[i], self.interp.targets[i]
-            ax.set_title(f"{s['path'].name}\npredicted {_short(s['predicted'])} {self.interp.probs[i, p]:.2f}\n"
-                         f"actual {_short(s['actual'])} {self.interp.probs[i, t]:.2f}\nloss {s['loss']:.2f}",
+            ax.set_title(f"{s['path'].name}\npredicted {short_name(s['predicted'])} {self.interp.probs[i, p]:.2f}\n"
+                         f"actual {short_name(s['actual'])} {self.interp.probs[i, t]:.2f}\nloss {s['loss']:.2f}",
                          fontsize=7, color="C2" if p == t else "C3")
         fig.suptitle(self.count_label.value, fontsize=9)
         return fig
@@ -207,7 +207,7 @@ def plot_topk(result: Sequence[tuple[str, float]], # [(class, probability)], mos
     "A horizontal bar chart of the top-k class probabilities."
     fig = Figure(figsize=(figsize[0], max(figsize[1], 0.35 * len(result) + 0.8)), layout="constrained")
     ax = fig.subplots()
-    names, ps = [_short(n, 24) for n, _ in result][::-1], [p for _, p in result][::-1]
+    names, ps = [short_name(n, 24) for n, _ in result][::-1], [p for _, p in result][::-1]
     bars = ax.barh(names, ps, color=["C0"] * (len(ps) - 1) + ["C2"])
     ax.bar_label(bars, labels=[f"{p:.1%}" for p in ps], fontsize=8, padding=2)
     ax.set_xlim(0, 1.15); ax.set_xlabel("probability")
@@ -264,7 +264,7 @@ class UploadPredict(_View):
         fig = Figure(figsize=(8, 3), layout="constrained")
         a, b = fig.subplots(1, 2, width_ratios=[1, 1.4])
         a.imshow(self._img); a.set_axis_off(); a.set_title(self.image_name, fontsize=9)
-        names, ps = [_short(n, 24) for n, _ in self.result][::-1], [p for _, p in self.result][::-1]
+        names, ps = [short_name(n, 24) for n, _ in self.result][::-1], [p for _, p in self.result][::-1]
         b.barh(names, ps, color=["C0"] * (len(ps) - 1) + ["C2"]); b.set_xlim(0, 1); b.set_xlabel("probability")
         b.set_title(f"predicted {self.label} ({self.result[0][1]:.1%})", fontsize=10)
         return fig
@@ -382,10 +382,10 @@ class ImageCleaner(_View):
         "The current page as a figure (where widgets cannot render, mark images from code with `.mark(path, action)`)."
         if not self.shown:
             fig = Figure(figsize=(5, 1)); fig.text(0.5, 0.5, "no images", ha="center"); return fig
-        fig, axs = _grid(len(self.shown), None, 2.0, extra_h=0.6)
+        fig, axs = figure_grid(len(self.shown), None, 2.0, extra_h=0.6)
         for ax, s in zip(axs, self.shown):
             ax.imshow(load_thumb(s["path"], self.size))
-            ax.set_title(f"{s['path'].name}\nlabel {_short(s['label'], 18)}\nloss {s['loss']:.2f}", fontsize=7)
+            ax.set_title(f"{s['path'].name}\nlabel {short_name(s['label'], 18)}\nloss {s['loss']:.2f}", fontsize=7)
         fig.suptitle(self.count_label.value, fontsize=9)
         return fig
 
