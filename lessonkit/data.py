@@ -738,7 +738,7 @@ def _from_csv(cls, path: str | os.PathLike, # the dataset folder
 # %% ../nbs/02_data.ipynb #8eb4cf61
 def _test_dl(self, items, # a folder, a CSV file (first column: file names), one image file, or a list of files
              bs: int | None = None, # batch size (default: the training batch size)
-             folder: str | None = None, # for a CSV: the folder its file names are in (default: the CSV's folder)
+             folder: str | None = None, # for a CSV: the folder its file names are in (default: the CSV's folder; a relative one is looked for there first)
              fn_col: int | str = 0, suff: str = "", # for a CSV: the file-name column and a suffix to add
              skip_bad: bool | None = None) -> ImageLoader: # default: as when the loaders were made
     "An unlabelled loader over new images, decoded and normalised like the validation set."
@@ -747,7 +747,7 @@ def _test_dl(self, items, # a folder, a CSV file (first column: file names), one
         f = Path(items); cols, rows = _read_csv(f)
         fi = _col(cols, fn_col, "file names")
         base = Path(folder) if folder else f.parent
-        if folder and not base.is_absolute() and not base.exists(): base = f.parent / folder
+        if folder and not base.is_absolute() and ((f.parent / folder).is_dir() or not base.is_dir()): base = f.parent / folder
         files = [base / f"{r[fi].strip()}{suff}" for r in rows if len(r) > fi and r[fi].strip()]
     elif isinstance(items, (str, os.PathLike)) and Path(items).is_file(): files = [Path(items)]   # one image
     elif isinstance(items, (str, os.PathLike)): files = get_image_files(items)
