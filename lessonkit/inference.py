@@ -120,7 +120,7 @@ def manifest(learn: Learner) -> dict:
     settings = getattr(dls, "settings", {})
     aug = getattr(dls.train, "augment", None)
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "arch": spec.arch, "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out,
+            "arch": spec.arch, "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
             "classes": list(dls.classes), "multi_label": bool(getattr(dls, "multi_label", False)),
             "loss": type(learn.loss_func).__name__,
             "size": list(dls.size), "stats": _jsonable(dls.stats), "bs": getattr(dls, "bs", 64),
@@ -189,7 +189,7 @@ def load_learner(fname: str | os.PathLike, # a file written by `learn.export`
     if m["head"] == "custom" and head is None:
         raise LessonkitError(f"{f} was exported with a custom head: pass the same head module, load_learner(f, head=...).")
     model = create_model(m["arch"], m["n_out"], pretrained=False,
-                         head=head if m["head"] == "custom" else m["head"], **m["head_kw"])
+                         head=head if m["head"] == "custom" else m["head"], keep_fc=m.get("keep_fc", False), **m["head_kw"])
     try: model.load_state_dict(weights)
     except RuntimeError as e:
         raise LessonkitError(f"The weights in {f} do not fit a {m['arch']} with a {m['head']} head and {m['n_out']} "

@@ -425,6 +425,7 @@ def vision_learner(dls, # the data: its `.c` classes set the head's size
                    loss_func: Callable | None = None, # default: chosen from the data and head
                    n_out: int | None = None, # outputs (default: the number of classes)
                    head_kw: dict | None = None, # keyword arguments of the head function, e.g. {"p": 0.25}
+                   keep_fc: bool = False, # keep the pretrained classifier's hidden layers in the body (VGG; see `create_model`)
                    **kwargs) -> Learner: # passed to `Learner` (lr, wd, cbs, train_bn, path, ...)
     "A `Learner` with a pretrained body and a new head, e.g. `vision_learner(dls, 'resnet34', metrics=accuracy)`."
     spec = arch_spec(arch)
@@ -432,7 +433,7 @@ def vision_learner(dls, # the data: its `.c` classes set the head's size
     if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, spec.stats)):
         warnings.warn(f"The data is normalised with {stats}, but {spec.name}'s pretrained weights expect {spec.stats}. "
                       "Build the DataLoaders with the default stats (ImageNet's) for pretrained models.")
-    model = create_model(spec.name, n_out or dls.c, pretrained=pretrained, head=head, **(head_kw or {}))
+    model = create_model(spec.name, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
     learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)
     if pretrained: learn.freeze()
     return learn

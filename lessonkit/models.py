@@ -155,6 +155,7 @@ class ModelSpec:
     head_kw: dict = field(default_factory=dict)  # keyword arguments of the head function
     nf: int = 0  # channels of the body's output
     split: int = 0  # where the body's second layer group starts
+    keep_fc: bool = False  # the body ends with the pretrained classifier's hidden layers (VGG)
 
 class TransferModel(nn.Sequential):
     "`nn.Sequential(body, head)` that runs its frozen leading layers without autograd. `spec` says how it was built."
@@ -181,24 +182,36 @@ def _cut_body(model: nn.Module, spec: ArchSpec) -> nn.Sequential:
     if spec.cut == "features": return model.features
     return nn.Sequential(*list(model.children())[:-2])  # ResNets: drop avgpool and fc
 
+def _body_with_fc(model: nn.Module, spec: ArchSpec) -> tuple[nn.Sequential, int]:
+    "The convolutional body, then the pretrained classifier's hidden layers (all but its last Linear); and their width."
+    classifier = getattr(model, "classifier", None)
+    hidden = list(classifier)[:-1] if spec.cut == "features" and isinstance(classifier, nn.Sequential) else []
+    if not any(isinstance(m, nn.Linear) for m in hidden):
+        raise LessonkitError(f"{spec.name}'s classifier has no hidden layers to keep: keep_fc=True is for networks like "
+                             "VGG whose classifier has fully-connected layers before the last one. Leave keep_fc off.")
+    nf = classifier[-1].in_features
+    # reshaped to [B, nf, 1, 1] at the end, so that every head (they pool a feature map first) works unchanged
+    return nn.Sequential(*model.features, model.avgpool, nn.Flatten(), *hidden, nn.Unflatten(1, (nf, 1, 1))), nf
+
 def create_model(arch: str | Callable = "mobilenet_v2", # architecture name or torchvision function
                  n_out: int = 2, # number of outputs (classes)
                  pretrained: bool = True, # start from ImageNet weights (downloaded or offline)
                  head: str | nn.Module | None = None, # "default", "caltech", "bn_drop", or your own module taking [B, nf, h, w]
+                 keep_fc: bool = False, # keep the pretrained classifier's hidden layers in the body (VGG: 4,096 features)
                  **head_kw, # passed to the head function, e.g. `p=0.25`
                 ) -> TransferModel:
     "A pretrained body and a new head. E.g. `create_model('resnet34', n_out=37)`."
     spec = arch_spec(arch)
     model = spec.fn(weights=None)
     if pretrained: model.load_state_dict(pretrained_state_dict(spec.name))
-    body = _cut_body(model, spec)
+    body, nf = _body_with_fc(model, spec) if keep_fc else (_cut_body(model, spec), spec.nf)
     if isinstance(head, nn.Module): head_name, head_mod = "custom", head
     else:
         head_name = head or "default"
         if head_name not in HEADS:
             raise LessonkitError(f"Unknown head {head_name!r}: use one of {', '.join(HEADS)} or pass an nn.Module.")
-        head_mod = HEADS[head_name](spec.nf, n_out, **head_kw)
-    return TransferModel(body, head_mod, ModelSpec(spec.name, n_out, head_name, dict(head_kw), spec.nf, spec.split))
+        head_mod = HEADS[head_name](nf, n_out, **head_kw)
+    return TransferModel(body, head_mod, ModelSpec(spec.name, n_out, head_name, dict(head_kw), nf, spec.split, keep_fc))
 
 # %% ../nbs/04_models.ipynb #8b745f1d
 def layer_groups(model: nn.Module) -> list[nn.Module]:

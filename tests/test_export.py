@@ -128,3 +128,15 @@ def test_failed_export_keeps_the_previous_file(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", real_save)
     assert target.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.pth"]
     load_learner(target)
+
+
+def test_keep_fc_round_trip(tmp_path):
+    "A VGG-16 whose body keeps the classifier's hidden layers (the Caltech source's model) reloads as the same model."
+    set_seed(0)
+    dls = DataLoaders.from_csv(VEHICLES, "train.csv", folder="images", valid_pct=0.2, size=32, bs=32, progress=False)
+    learn = vision_learner(dls, "vgg16", pretrained=False, head="caltech", keep_fc=True)
+    path = learn.export(tmp_path / "vgg.pth")
+    assert json.loads(torch.load(path, weights_only=True)["manifest"])["keep_fc"] is True
+    loaded = load_learner(path, device="cpu")
+    assert loaded.model.spec.keep_fc and loaded.model.spec.nf == 4096
+    assert torch.allclose(learn.get_preds()[0], loaded.get_preds(dl=dls.valid)[0], atol=1e-5)
