@@ -85,7 +85,7 @@ class Recorder(Callback):
         if not self.learn.training: return
         loss, n = self.learn.loss.detach().float().item(), len(self.learn.x)
         self.losses.append(loss)
-        self.lrs.append([g["lr"] for g in self.learn.opt.param_groups])
+        self.lrs.append(self.learn.layer_group_lrs)
         self.epoch_loss, self.epoch_n = self.epoch_loss + loss * n, self.epoch_n + n
 
     def after_epoch(self):
@@ -229,7 +229,7 @@ class CheckFiniteCallback(Callback):
         if l.training:
             with torch.no_grad():
                 for b, v in zip(self.buffers, self.saved): b.copy_(v)
-        lrs = [g["lr"] for g in l.opt.param_groups] if l.opt is not None else []
+        lrs = l.layer_group_lrs if l.opt is not None else []
         phase = "training" if l.training else "validation"
         n = len(l.dl) if l.dl is not None and hasattr(l.dl, "__len__") else "?"
         rates = ", ".join(f"{lr:.3g}" for lr in lrs)

@@ -22,9 +22,9 @@ from .metrics import metric_name
 from .models import TransferModel, arch_spec, create_model, layer_groups as model_layer_groups
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'amp_dtype', 'available_cpus',
-           'LearnerCallbacks', 'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state', 'set_rng_state', 'Learner',
-           'vision_learner']
+__all__ = ['NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'split_decay',
+           'amp_dtype', 'available_cpus', 'LearnerCallbacks', 'LearnerFreezing', 'arch_name', 'LearnerSaving',
+           'rng_state', 'set_rng_state', 'Learner', 'vision_learner']
 
 # %% ../nbs/07_learner.ipynb #1708ec0f
 def default_loss(model: nn.Module, multi_label: bool = False) -> nn.Module:
@@ -54,6 +54,18 @@ def lrs_for_groups(lr: float | slice | Sequence[float], # one rate, a slice, or 
                                  "one number, or a slice.")
         return [float(x) for x in lr]
     return [float(lr)] * n_groups
+
+# %% ../nbs/07_learner.ipynb #8abdbc33
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
+               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+def split_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    "The parameters of `module` that weight decay should shrink, and the rest: normalisation layers' and all biases."
+    decay, no_decay = [], []
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            (no_decay if isinstance(m, NORM_LAYERS) or name == "bias" else decay).append(p)
+    return decay, no_decay
 
 # %% ../nbs/07_learner.ipynb #b3db38b5
 def amp_dtype(device: torch.device, mixed_precision: bool | str | None = "auto") -> torch.dtype | None:
@@ -273,7 +285,8 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  loss_func: Callable | None = None, # default: `default_loss(model, dls.multi_label)`
                  opt_func: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW, # makes the optimizer from param groups
                  lr: float = 1e-3, # default learning rate
-                 wd: float = 0.01, # weight decay
+                 wd: float = 0.01, # weight decay (not on normalisation layers or biases, unless `wd_bn_bias`)
+                 wd_bn_bias: bool = False, # also decay normalisation layers and biases (fastai: bn_wd=True)
                  metrics: Callable | Sequence[Callable] | None = None, # functions `(probs, targets) -> float`
                  cbs: Callback | Sequence[Callback] | None = None, # extra callbacks (a Recorder and progress are always added)
                  layer_groups: Sequence[nn.Module] | None = None, # default: early body, late body, head for a TransferModel
@@ -282,7 +295,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  device: torch.device | str | None = None, # default: the data's device
                  mixed_precision: bool | str | None = "auto", # 'auto': bf16/fp16 on CUDA only; or 'bf16', 'fp16', False
                  channels_last: bool | None = None): # default: on CUDA only
-        self.dls, self.model, self.opt_func, self.lr, self.wd = dls, model, opt_func, lr, wd
+        self.dls, self.model, self.opt_func, self.lr, self.wd, self.wd_bn_bias = dls, model, opt_func, lr, wd, wd_bn_bias
         self.device = torch.device(device or getattr(dls, "device", None) or default_device())
         self.model.to(self.device)
         if channels_last if channels_last is not None else self.device.type == "cuda":
@@ -310,13 +323,31 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                 f"{len(self.layer_groups)} layer groups ({self.n_frozen} frozen), device={self.device})")
 
     def create_opt(self):
-        "Make the optimizer: one parameter group per layer group, at `self.lr`."
-        self.opt = self.opt_func([{"params": list(g.parameters())} for g in self.layer_groups], lr=self.lr, weight_decay=self.wd)
+        "Make the optimizer at `self.lr`: per layer group, one parameter group with weight decay, one without (`split_decay`)."
+        groups = []
+        for i, g in enumerate(self.layer_groups):
+            decay, no_decay = split_decay(g) if not self.wd_bn_bias else (list(g.parameters()), [])
+            groups += [{"params": decay, "layer_group": i}, {"params": no_decay, "weight_decay": 0.0, "layer_group": i}]
+        self.opt = self.opt_func([g for g in groups if g["params"]], lr=self.lr, weight_decay=self.wd)
+
+    def group_lrs(self, lr: float | slice | Sequence[float]) -> list[float]:
+        "`lr` (a number, a slice, or one rate per layer group) as one rate per parameter group of the optimizer."
+        pgs = self.opt.param_groups
+        if not all("layer_group" in g for g in pgs): return lrs_for_groups(lr, len(pgs))  # an optimizer made elsewhere
+        lrs = lrs_for_groups(lr, len(self.layer_groups))
+        return [lrs[g["layer_group"]] for g in pgs]
+
+    @property
+    def layer_group_lrs(self) -> list[float]:
+        "The current learning rate of each layer group (each parameter group, for an optimizer made elsewhere)."
+        pgs = self.opt.param_groups
+        if not all("layer_group" in g for g in pgs): return [g["lr"] for g in pgs]
+        return list({g["layer_group"]: g["lr"] for g in pgs}.values())
 
     def set_lr(self, lr: float | slice | Sequence[float]):
-        "Set the learning rate of each parameter group (a number, a slice, or a list)."
+        "Set the learning rate of each layer group (a number, a slice, or a list)."
         if self.opt is None: self.create_opt()
-        for g, v in zip(self.opt.param_groups, lrs_for_groups(lr, len(self.opt.param_groups))): g["lr"] = v
+        for g, v in zip(self.opt.param_groups, self.group_lrs(lr)): g["lr"] = v
 
     def autocast(self):
         "The mixed-precision context of a forward pass (switched off when `amp_dtype` is None)."

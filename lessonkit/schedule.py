@@ -15,7 +15,6 @@ from .core import LessonkitError, in_notebook
 from .callbacks import (
     Callback, CancelFitException, CancelValidException, CheckFiniteCallback, CheckpointCallback, CSVLogger,
     EarlyStoppingCallback, Recorder, SaveModelCallback, new_figure)
-from .learner import lrs_for_groups
 
 if TYPE_CHECKING: from lessonkit.learner import Learner
 
@@ -38,7 +37,7 @@ class OneCycleScheduler(Callback):
     def before_fit(self):
         self.sched, opt = None, self.learn.opt
         self.total = self.learn.n_epoch * len(self.learn.dls.train)
-        self.max_lrs = lrs_for_groups(self.lr_max, len(opt.param_groups))
+        self.max_lrs = self.learn.group_lrs(self.lr_max)  # one per optimizer parameter group
         self.cycle_momentum = "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0
 
     def _make(self):
