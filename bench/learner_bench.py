@@ -173,19 +173,24 @@ def lk_learner(dls, arch: str, pretrained: bool, train_bn: bool | None, tmp: str
 def lk_acc(learn) -> float: return learn.valid_metrics["accuracy"]
 
 
+def _acc_task(a, tmp: str, out: dict, make_dls, make_learner, acc) -> dict:
+    "The accuracy runs, either tool: mobilenet_v2 with the offline ImageNet weights, one frozen epoch per BatchNorm choice."
+    import torch
+    dls = make_dls(a)
+    make_learner(dls, ACC_ARCH, True, True, tmp).fit_one_cycle(1, a.acc_lr)  # untimed warm-up on a throwaway learner
+    for bn in a.bn_order:
+        torch.manual_seed(a.seed)
+        learn = make_learner(dls, ACC_ARCH, True, bn, tmp)
+        out[f"frozen_bn{int(bn)}_s"], _ = _timed(lambda: learn.fit_one_cycle(1, a.acc_lr))
+        out[f"frozen_bn{int(bn)}_acc"] = acc(learn)
+    return out
+
+
 def worker_lessonkit(a, tmp: str) -> dict:
     torch = _setup_torch(a.seed)
     from lessonkit.learner import Learner  # noqa: F401  (import cost outside the timings)
     out = {"rss_after_import_mb": _rss_mb()}
-    if a.task == "acc":  # mobilenet_v2, offline ImageNet weights, one frozen epoch with each BatchNorm choice
-        dls = lk_dls(a)
-        lk_learner(dls, ACC_ARCH, True, True, tmp).fit_one_cycle(1, a.acc_lr)  # untimed warm-up on a throwaway learner
-        for bn in a.bn_order:
-            torch.manual_seed(a.seed)
-            learn = lk_learner(dls, ACC_ARCH, True, bn, tmp)
-            out[f"frozen_bn{int(bn)}_s"], _ = _timed(lambda: learn.fit_one_cycle(1, a.acc_lr))
-            out[f"frozen_bn{int(bn)}_acc"] = lk_acc(learn)
-        return out
+    if a.task == "acc": return _acc_task(a, tmp, out, lk_dls, lk_learner, lk_acc)
     out["dls_s"], dls = _timed(lambda: lk_dls(a))
     out.update(n_train=dls.train.n, n_valid=dls.valid.n, train_batches=len(dls.train), valid_batches=len(dls.valid),
                rss_after_dls_mb=_rss_mb())
@@ -279,15 +284,7 @@ def worker_fastai(a, tmp: str) -> dict:
     torch = _setup_torch(a.seed)
     import fastai.vision.all  # noqa: F401  (import cost outside the timings)
     out = {"rss_after_import_mb": _rss_mb()}
-    if a.task == "acc":
-        dls = fa_dls(a)
-        fa_learner(dls, ACC_ARCH, True, True, tmp).fit_one_cycle(1, a.acc_lr)  # untimed warm-up on a throwaway learner
-        for bn in a.bn_order:
-            torch.manual_seed(a.seed)
-            learn = fa_learner(dls, ACC_ARCH, True, bn, tmp)
-            out[f"frozen_bn{int(bn)}_s"], _ = _timed(lambda: learn.fit_one_cycle(1, a.acc_lr))
-            out[f"frozen_bn{int(bn)}_acc"] = fa_acc(learn)
-        return out
+    if a.task == "acc": return _acc_task(a, tmp, out, fa_dls, fa_learner, fa_acc)
     out["dls_s"], dls = _timed(lambda: fa_dls(a))
     out.update(n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), train_batches=len(dls.train),
                valid_batches=len(dls.valid), num_workers=dls.train.fake_l.num_workers, rss_after_dls_mb=_rss_mb())
