@@ -65,6 +65,15 @@ class _View:
         "One line saying what the view shows."
         return ""
 
+    def _make_pager(self):
+        "Prev/Next buttons that call `self.goto`, a label for the count, and the grid that pages fill."
+        self.prev_button = W.Button(description="◀ Prev", layout=W.Layout(width="90px"))
+        self.next_button = W.Button(description="Next ▶", layout=W.Layout(width="90px"))
+        self.count_label = W.Label(); self.count_label.add_class("lessonkit-count")
+        self.grid = W.Box(layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self.prev_button.on_click(lambda _: self.goto(self.page - 1))
+        self.next_button.on_click(lambda _: self.goto(self.page + 1))
+
 # %% ../nbs/11_widgets.ipynb #67565cb4
 def _caption(interp: ClassificationInterpretation, i: int, top: int = 3) -> str:
     "HTML caption for image `i`: file, predicted and actual class with their probabilities, other guesses, loss."
@@ -105,14 +114,9 @@ class MistakesBrowser(_View):
         self.actual = W.Dropdown(options=acts, value=ANY, description="actual", layout=W.Layout(width="340px"))
         self.predicted = W.Dropdown(options=self._pred_options(ANY), value=ANY, description="predicted",
                                     layout=W.Layout(width="340px"))
-        self.prev_button = W.Button(description="◀ Prev", layout=W.Layout(width="90px"))
-        self.next_button = W.Button(description="Next ▶", layout=W.Layout(width="90px"))
-        self.count_label = W.Label(); self.count_label.add_class("lessonkit-count")
-        self.grid = W.Box(layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self._make_pager()
         self.actual.observe(self._on_actual, "value")
         self.predicted.observe(lambda _: self._select(), "value")
-        self.prev_button.on_click(lambda _: self.goto(self.page - 1))
-        self.next_button.on_click(lambda _: self.goto(self.page + 1))
         self.widget = W.VBox([W.HBox([self.actual, self.predicted]),
                               W.HBox([self.prev_button, self.next_button, self.count_label]), self.grid])
         self.widget.add_class("lessonkit-mistakes")
@@ -297,14 +301,10 @@ class ImageCleaner(_View):
         self.class_filter = W.Dropdown(options=[(f"{ANY} · {len(interp)}", ANY)] + [
             (f"{c} · {int(counts[i])}", c) for i, c in enumerate(interp.classes) if counts[i]],
             value=ANY, description="class", layout=W.Layout(width="340px"))
-        self.prev_button = W.Button(description="◀ Prev", layout=W.Layout(width="90px"))
-        self.next_button = W.Button(description="Next ▶", layout=W.Layout(width="90px"))
-        self.count_label, self.summary = W.Label(), W.Label()
-        self.grid = W.Box(layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self._make_pager()
+        self.summary = W.Label()
         self.actions: list[W.Dropdown] = []
         self.class_filter.observe(lambda _: self._select(), "value")
-        self.prev_button.on_click(lambda _: self.goto(self.page - 1))
-        self.next_button.on_click(lambda _: self.goto(self.page + 1))
         self.widget = W.VBox([W.HBox([self.class_filter, self.summary]),
                               W.HBox([self.prev_button, self.next_button, self.count_label]), self.grid])
         self.widget.add_class("lessonkit-cleaner")
