@@ -9,14 +9,15 @@ with `LESSONKIT_MODE=full` and changes only three things around it:
   the bundled stand-in in the hackathon's layout;
 - the pretrained weights: ResNet-34, ResNet-50 and VGG-16 with random weights, saved in `$TORCH_HOME` under
   torchvision's own file names, so the full-mode architectures load as if downloaded;
-- sizes and epochs: a line run right after the parameter cell shrinks them (SHRINK below).
+- sizes and epochs: a line run right after the parameter cell shrinks them (SHRINK below); every name it sets must
+  be one the parameter cell sets, so a renamed parameter fails the test instead of silently shrinking nothing.
 
 With random weights nothing useful is learnt, so the cells that check learning (they start with
 `# Learning checks`) are left out; every other cell runs, including the consistency checks (reloaded predictions
 identical, submission format, early stopping's restored epoch, ...). The test then checks that every cell ran
 without error and that the lesson recorded full mode with the source's architecture.
 """
-import csv, json, shutil
+import ast, csv, json, shutil
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,31 @@ SHRINK = {
     "04_caltech101": "SIZE = 64; MAX_EPOCHS, PATIENCE = 2, 1",
 }
 FULL_ARCH = {"01_pets": "resnet34", "02_cifar10": "resnet50", "03_vehicles": "resnet50", "04_caltech101": "vgg16"}
+
+
+def _assigned(code: str) -> set[str]:
+    "The names `code` assigns to (`A = B = 1; C, D = 2, 3` -> A, B, C, D); IPython's `%` and `!` lines are left out."
+    tree = ast.parse("\n".join(l for l in code.splitlines() if not l.lstrip().startswith(("%", "!"))))
+    targets = [t for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets]
+    targets += [n.target for n in ast.walk(tree) if isinstance(n, (ast.AnnAssign, ast.AugAssign))]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _parameter_cell(nb) -> str:
+    "The source of the lesson's parameter cell: the one code cell calling lesson_mode()."
+    cells = [c.source for c in nb.cells if c.cell_type == "code" and "lesson_mode()" in c.source]
+    assert len(cells) == 1, f"expected one parameter cell (calling lesson_mode()), found {len(cells)}"
+    return cells[0]
+
+
+@pytest.mark.parametrize("lesson", sorted(SHRINK))
+def test_shrink_sets_only_the_lessons_parameters(lesson):
+    "Fast, and run first: a name in SHRINK that the parameter cell does not set would shrink nothing."
+    nb = NBProcessor(LESSONS / f"{lesson}.ipynb", process=True).nb
+    unknown = sorted(_assigned(SHRINK[lesson].format(vehicles="v")) - _assigned(_parameter_cell(nb)))
+    assert not unknown, (f"SHRINK[{lesson!r}] sets {unknown}, which the lesson's parameter cell does not: the lesson "
+                         "renamed or dropped them. Update SHRINK to the lesson's names.")
+    assert _assigned("%time X = 1\nA = B = 1; C, D = 2, 3\nE: int = 4") == {"A", "B", "C", "D", "E"}
 
 
 def _layout(home: Path) -> Path:
@@ -93,6 +119,8 @@ def test_lesson_full_mode(lesson, full_env, tmp_path, monkeypatch):
     nb_path = LESSONS / f"{lesson}.ipynb"
     nb = NBProcessor(nb_path, process=True).nb
     shrink = SHRINK[lesson].format(vehicles=str(full_env["vehicles"]))
+    unknown = sorted(_assigned(shrink) - _assigned(_parameter_cell(nb)))
+    assert not unknown, f"the shrink line sets {unknown}, which {lesson}'s parameter cell does not set"
     ran, left_out, shrunk = [], [], []
 
     def preproc(cell):
