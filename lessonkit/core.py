@@ -47,15 +47,17 @@ def closest(name: str, # a name that does not exist
     best = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return best[0] if best else None
 
-def delegates(to: Callable, # the function `**kwargs` is passed on to
-              exclude: Iterable[str] = ()): # keyword parameters of `to` not to offer
-    "Decorator for `f(..., **kwargs)`: `to`'s keyword parameters (with defaults) join `f`'s signature, and an unknown keyword is a `LessonkitError` naming the closest real one."
+def delegates(*to: Callable, # the functions `**kwargs` is passed on to
+              exclude: Iterable[str] = ()): # their keyword parameters not to offer
+    "Decorator for `f(..., **kwargs)`: the keyword parameters (with defaults) of the functions in `to` join `f`'s signature, and an unknown keyword is a `LessonkitError` naming the closest real one."
     def deco(f: Callable) -> Callable:
         sig = inspect.signature(f)
         own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
         taken = {p.name for p in own} | set(exclude)
-        extra = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(to).parameters.values()
-                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty and p.name not in taken]
+        extra = []
+        for p in (p for t in to for p in inspect.signature(t).parameters.values()):
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty and p.name not in taken:
+                extra.append(p.replace(kind=p.KEYWORD_ONLY)); taken.add(p.name)
         full = sig.replace(parameters=own + extra)
         names = [p.name for p in full.parameters.values()]
         @functools.wraps(f)

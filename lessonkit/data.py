@@ -4,7 +4,7 @@
 
 # %% ../nbs/02d_data.ipynb #5a2d0001
 from __future__ import annotations
-import math, os, re
+import inspect, math, os, re
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,6 +42,13 @@ def loader_options(*, size: int | Sequence[int] = 224, # the images' size in bat
                    progress: bool | None = None) -> dict: # a progress bar while decoding (default: for 500+ images, outside tests)
     "The options of every `DataLoaders.from_*`, with their defaults, as a dict."
     return dict(locals())   # exactly the arguments above
+
+_TABLE_OPTIONS = set(inspect.signature(labels_from_table).parameters) - {"df", "path", "row_name"}
+
+def _table_options(kwargs: dict) -> tuple[dict, dict]:
+    "`kwargs` of `from_df`/`from_csv` as the options of `labels_from_table` and the rest (the loader options)."
+    return ({k: v for k, v in kwargs.items() if k in _TABLE_OPTIONS},
+            {k: v for k, v in kwargs.items() if k not in _TABLE_OPTIONS})
 
 def _split_loaders(path: Path, items: list[Path], labels: list, split_ids: list[int], skipped: list[Problem],
                    multi_label: bool, opts: dict) -> list[ImageLoader | None]:
@@ -169,36 +176,28 @@ class DataLoaders:
         return cls._from_labelled(path, lab, valid_pct, seed, splits, **kwargs)
 
     @classmethod
-    @delegates(loader_options)
+    @delegates(labels_from_table, loader_options, exclude=["row_name"])
     def from_df(cls, df, # a pandas DataFrame, a dict of columns, or a list of rows
                 path: str | os.PathLike = ".", # the folder file names are relative to
-                fn_col: int | str = 0, # the column of file names
-                label_col: int | str = 1, # the column of labels
-                label_delim: str | None = None, # separator of several labels in one cell (multi-label)
-                folder: str | None = None, # a sub-folder of `path` the files are in
-                suff: str = "", # a suffix added to each file name (e.g. '.jpg')
-                valid_pct: float | None = 0.2, seed: int | None = 42,
-                valid_col: int | str | None = None, # a column of True/False (or 1/0) marking validation rows
-                splits: Sequence[float] | None = None,
+                *, valid_pct: float | None = 0.2, seed: int | None = 42, splits: Sequence[float] | None = None,
                 **kwargs) -> DataLoaders:
-        "Loaders from a table of file names and labels."
-        lab = labels_from_table(df, path, fn_col, label_col, label_delim, folder, suff, valid_col)
-        return cls._from_labelled(path, lab, valid_pct, seed, splits, label_delim, **kwargs)
+        "Loaders from a table of file names and labels: its columns and options are those of `labels_from_table`."
+        table, opts = _table_options(kwargs)
+        return cls._from_labelled(path, labels_from_table(df, path, **table), valid_pct, seed, splits,
+                                  table.get("label_delim"), **opts)
 
     @classmethod
-    @delegates(loader_options)
+    @delegates(labels_from_table, loader_options, exclude=["row_name"])
     def from_csv(cls, path: str | os.PathLike, # the dataset folder
                  csv_fname: str | os.PathLike = "labels.csv", # the CSV file, relative to `path`
-                 header: bool = True, # the first line holds column names
+                 *, header: bool = True, # the first line holds column names
                  delimiter: str = ",", # the column separator
-                 fn_col: int | str = 0, label_col: int | str = 1, label_delim: str | None = None, # as for `from_df`
-                 folder: str | None = None, suff: str = "", valid_col: int | str | None = None,
                  valid_pct: float | None = 0.2, seed: int | None = 42, splits: Sequence[float] | None = None,
                  **kwargs) -> DataLoaders:
-        "Loaders from a CSV file of file names and labels (the columns and options are those of `from_df`)."
-        lab = labels_from_csv(path, csv_fname, header, delimiter, fn_col=fn_col, label_col=label_col,
-                              label_delim=label_delim, folder=folder, suff=suff, valid_col=valid_col)
-        return cls._from_labelled(path, lab, valid_pct, seed, splits, label_delim, **kwargs)
+        "Loaders from a CSV file of file names and labels: the columns and options are those of `from_df`."
+        table, opts = _table_options(kwargs)
+        return cls._from_labelled(path, labels_from_csv(path, csv_fname, header, delimiter, **table), valid_pct, seed,
+                                  splits, table.get("label_delim"), **opts)
 
     # ---- new images, showing, changing ----
     def test_dl(self, items, # a folder, a CSV file (first column: file names), one image file, or a list of files

@@ -3,7 +3,7 @@ damaged on purpose (truncated, bytes flipped); the batch transforms; file-name l
 `from_name_func`) over arbitrary names; and tables (`from_csv`, `from_df`) with missing columns, empty cells, quotes,
 unicode and bytes that are not text. The rule checked each time: a result, or a `LessonkitError` saying what is wrong;
 never another exception, and never a silently wrong label: each loaded file's label is checked against its name or
-its table row. Half the generated names and tables are well-formed, and each of those tests requires that a good share
+its table row. Most generated names and tables are well-formed, and each of those tests requires that a good share
 of its examples load (so the label checks really run) and that clean input (every name matches, every file has a
 label) is never refused.
 
@@ -32,6 +32,8 @@ FUZZ = settings(max_examples=N or 50, deadline=None, derandomize=not N, database
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 KW = dict(size=8, bs=2, device="cpu", num_workers=0, progress=False)
+# Odd input makes lessonkit warn (files skipped, classes with no training images): expected here, checked elsewhere.
+pytestmark = pytest.mark.filterwarnings("ignore::lessonkit.core.LessonkitWarning")
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +132,7 @@ def test_resize_image_gives_exactly_the_size(W, H, h, w, method):
 NAME_CHARS = st.sampled_from(list(string.ascii_letters + string.digits + "_-. ()[]+,;'!#$%&=~") +
                              ["é", "ß", "猫", "🐶", "\u200b", "Ω", "ı"])
 names = st.text(NAME_CHARS, min_size=1, max_size=30).filter(lambda s: s not in (".", ".."))
+mostly = st.integers(0, 3).map(bool)   # True 3 times in 4
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +169,9 @@ PATTERNS = [r"^(.+)_\d+\.jpg$", r"/([^/]+)_\d+\.jpg$", r"^(.*)$", r"(\d+)", r"^(
 
 @st.composite
 def names_and_pattern(draw):
-    "File names (stem, number, extension, broken?) and a pattern: half the time names written for the pattern, with a "
-    "number and '.jpg' as in Pets, else anything."
-    if draw(st.booleans()):
+    "File names (stem, number, extension, broken?) and a pattern: mostly names written for the pattern, with a number "
+    "and '.jpg' as in Pets, else anything."
+    if draw(mostly):
         return draw(st.lists(st.tuples(names, st.sampled_from(["_1", "_22", "_007"]), st.just(".jpg"), st.just(False)),
                              min_size=5, max_size=10)), draw(st.sampled_from(PATTERNS[:3]))
     return draw(st.lists(st.tuples(names, st.sampled_from(["", "_1", "_22", "_007"]),
@@ -233,7 +236,7 @@ def test_from_name_func_any_names(tmp_path, tiny_jpeg):
         for dl in (dls.train, dls.valid):
             for p, l in zip(dl.items, dl.labels): assert dls.classes[l] == str(f(p.name))
     run()
-    assert_loaded_share(outcomes, 0.3)
+    assert_loaded_share(outcomes, 0.25)
 
 
 # ------------------------------------------------------------------------------------------------------- tables
@@ -247,13 +250,13 @@ TRUE_FLAGS = ("1", "true", "yes", "valid", "1.0")
 
 @st.composite
 def csv_tables(draw):
-    "A CSV file's bytes and how to read it: half the time a well-formed table (a header, rows naming files with odd "
-    "labels and a validation flag, maybe one row naming a missing or repeated file, or with any label), else anything "
-    "at all, maybe not even text."
-    if draw(st.booleans()):
-        rows = [[stem, draw(label_cell), draw(flag_cell)]
-                for stem in draw(st.lists(st.sampled_from(STEMS), min_size=2, max_size=5, unique=True))]
-        if draw(st.booleans()):
+    "A CSV file's bytes and how to read it: mostly a well-formed table (a header, rows naming files with odd labels and "
+    "a validation flag, sometimes one row naming a missing or repeated file, or with any label), else anything at all, "
+    "maybe not even text."
+    if draw(mostly):
+        rows = [[stem, draw(label_cell), "0" if i == 0 else "1" if i == 1 else draw(flag_cell)]   # train and valid rows
+                for i, stem in enumerate(draw(st.lists(st.sampled_from(STEMS), min_size=2, max_size=5, unique=True)))]
+        if not draw(mostly):
             rows.insert(draw(st.integers(0, len(rows))), [draw(st.sampled_from(STEMS + ["missing"])), draw(cell), draw(flag_cell)])
         read = dict(fn_col=draw(st.sampled_from([0, "fname"])), label_col=draw(st.sampled_from([1, "label"])),
                     label_delim=draw(st.sampled_from([None, " ", ";"])),
@@ -293,6 +296,17 @@ def table_images(tmp_path_factory, tiny_jpeg) -> Path:
 def _is_missing(v) -> bool: return v is None or (isinstance(v, float) and math.isnan(v)) or not str(v).strip()
 
 
+def load_or_refuse(outcomes: Counter, make):
+    "`make()`'s loaders, or None when it raises a `LessonkitError` with a message (and never another exception); counted."
+    try: dls = make()
+    except LessonkitError as e:
+        assert str(e)
+        outcomes["refused"] += 1
+        return None
+    outcomes["loaded"] += 1
+    return dls
+
+
 def check_labels_against_rows(dls, base: Path, cols: list | None, rows: list[list], read: dict):
     "Each loaded file has the label (and split) of the first row naming it, read the way the docs say: a label cell is "
     "the label as text, split on `label_delim` (or a list: several labels); files are `<folder>/<name>.jpg`."
@@ -324,20 +338,15 @@ def test_from_csv_any_table(table_images):
     def run(table, skip_bad):
         data, read = table
         (table_images / "t.csv").write_bytes(data)
-        try:
-            dls = DataLoaders.from_csv(table_images, "t.csv", folder="imgs", suff=".jpg", skip_bad=skip_bad,
-                                       valid_pct=0.5, **read, **KW)
-        except LessonkitError as e:
-            assert str(e)
-            outcomes["refused"] += 1
-            return
-        outcomes["loaded"] += 1
+        dls = load_or_refuse(outcomes, lambda: DataLoaders.from_csv(
+            table_images, "t.csv", folder="imgs", suff=".jpg", skip_bad=skip_bad, valid_pct=0.5, **read, **KW))
+        if dls is None: return
         lines = [r for r in csv.reader(io.StringIO(data.decode("utf-8-sig"))) if r]
         if not read["header"]: cols, rows = None, lines   # with a header, a row is a dict of the header's columns
         else: cols, rows = _columns_and_rows([dict(zip(lines[0], r + [None] * (len(lines[0]) - len(r)))) for r in lines[1:]])
         check_labels_against_rows(dls, table_images / "imgs", cols, rows, read)
     run()
-    assert_loaded_share(outcomes, 0.2)
+    assert_loaded_share(outcomes, 0.3)
 
 
 value = st.one_of(st.none(), st.just(float("nan")), st.integers(-3, 3), st.floats(allow_nan=True), cell,
@@ -347,11 +356,11 @@ value = st.one_of(st.none(), st.just(float("nan")), st.integers(-3, 3), st.float
 @st.composite
 def df_tables(draw):
     "A table in one of the shapes `from_df` takes (a dict of columns, a list of rows, a list of dicts) and the columns "
-    "to read: half the time file names (maybe one missing or repeated) and labels (text, numbers, lists) where they "
+    "to read: mostly file names (sometimes one missing or repeated) and labels (text, numbers, lists) where they "
     "belong, else anything."
-    if draw(st.booleans()):
+    if draw(mostly):
         f = draw(st.lists(st.sampled_from(STEMS), min_size=2, max_size=5, unique=True))
-        if draw(st.booleans()): f.insert(draw(st.integers(0, len(f))), draw(st.sampled_from(["missing", " a_1 ", "b_2"])))
+        if not draw(mostly): f.insert(draw(st.integers(0, len(f))), draw(st.sampled_from(["missing", " a_1 ", "b_2"])))
         y = [draw(st.one_of(label_cell, st.integers(0, 3), st.lists(st.sampled_from(["x", "y"]), min_size=1, max_size=2)))
              for _ in f]
         shape = draw(st.sampled_from(["columns", "rows", "dicts"]))
@@ -378,14 +387,9 @@ def test_from_df_any_table(table_images):
     @given(df_tables(), st.sampled_from([None, ";"]), st.booleans())
     def run(table, delim, skip_bad):
         df, read = table
-        try:
-            dls = DataLoaders.from_df(df, table_images, label_delim=delim, folder="imgs", suff=".jpg", skip_bad=skip_bad,
-                                      valid_pct=0.5, **read, **KW)
-        except LessonkitError as e:
-            assert str(e)
-            outcomes["refused"] += 1
-            return
-        outcomes["loaded"] += 1
+        dls = load_or_refuse(outcomes, lambda: DataLoaders.from_df(
+            df, table_images, label_delim=delim, folder="imgs", suff=".jpg", skip_bad=skip_bad, valid_pct=0.5, **read, **KW))
+        if dls is None: return
         check_labels_against_rows(dls, table_images / "imgs", *_columns_and_rows(df), {**read, "label_delim": delim})
     run()
-    assert_loaded_share(outcomes, 0.25)
+    assert_loaded_share(outcomes, 0.3)
