@@ -246,6 +246,8 @@ class CheckFiniteCallback(Callback):
             self._fail(f"{'training' if self.learn.training else 'validation'} loss is {float(loss.detach().float().mean())}")
 
     def after_backward(self):
+        lrs = [float(g["lr"]) for g in self.learn.opt.param_groups]   # a callback or scheduler may have set a bad one
+        if not all(map(math.isfinite, lrs)): self._fail(f"learning rate about to be applied is {lrs}")
         if self.learn.scaler.is_enabled(): return  # float16: the scaler skips steps with infinite gradients
         grads = [p.grad for g in self.learn.opt.param_groups for p in g["params"] if p.grad is not None]
         if not all_finite(grads): self._fail(f"loss was {self.learn.loss.item():.4g} but a gradient is NaN or infinite")

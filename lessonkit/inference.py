@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 import lessonkit
-from .core import LessonkitError, atomic_write, default_device, load_safely
+from .core import LessonkitError, atomic_write, check_arg, default_device, load_safely, shown
 from .augment import BatchAugment, aug_transforms, as_hw
 from .data import DataLoaders
 from .images import ImageSource, load_image
@@ -41,12 +41,25 @@ def per_item_loss(loss_func, # the learner's loss
                                  "Use an nn loss module (e.g. nn.CrossEntropyLoss()) or a function taking reduction=.") from e
     return losses.flatten(1).mean(1) if losses.ndim > 1 else losses
 
+def _loader(learn: Learner, dl):
+    "`dl`, or the validation set for None; a `LessonkitError` if that is not a loader with something in it."
+    if dl is None:
+        dl = learn.dls.valid
+        if dl is None or (hasattr(dl, "__len__") and len(dl) == 0):
+            raise LessonkitError("This learner has no validation data to predict (a learner from load_learner keeps "
+                                 "none): pass a loader of images, dl=learn.dls.test_dl(files), or use "
+                                 "learn.predict(image) for one image.")
+    elif isinstance(dl, (str, os.PathLike, bytes, list, tuple, dict)) or not hasattr(dl, "__iter__"):
+        raise LessonkitError(f"dl must be a loader of batches, e.g. learn.dls.test_dl(files) for new images, not "
+                             f"{shown(dl)}.")
+    return dl
+
 def get_preds(learn: Learner,
               dl=None, # a loader yielding (x, y) or (x,); default: the validation set
               with_loss: bool = False, # also return each item's loss (needs labels)
              ) -> tuple:
     "`(probs, targets)` (targets None for unlabelled data), or `(probs, targets, losses)` with `with_loss`."
-    dl = learn.dls.valid if dl is None else dl
+    dl = _loader(learn, dl)
     learn.model.eval()
     outs, targets = [], []
     with torch.no_grad():
@@ -56,6 +69,13 @@ def get_preds(learn: Learner,
     if not outs: raise LessonkitError("The loader is empty: there is nothing to predict.")
     out, y = torch.cat(outs), (torch.cat(targets) if targets else None)
     probs = learn.activation(out).cpu()
+    bad = int((~torch.isfinite(probs)).flatten(1).any(1).sum()) if probs.ndim else 0
+    if bad:   # never a label with NaN probabilities behind it
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in learn.model.parameters())
+        raise LessonkitError(f"The model's outputs are NaN or infinite for {bad} of the {len(probs)} images, so it cannot "
+                             "predict them. " + ("Its weights are not finite: train it again (with a smaller learning "
+                             "rate), or load saved weights." if not weights_ok else "Its weights are finite: look for "
+                             "NaN or huge values in the inputs (or in the normalisation's stats)."))
     if not with_loss: return probs, None if y is None else y.cpu()
     if y is None: raise LessonkitError("with_loss=True needs labels, but this loader yields no targets (e.g. a test_dl).")
     return probs, y.cpu(), per_item_loss(learn.loss_func, out, y).cpu()
@@ -71,10 +91,11 @@ def image_loader(learn: Learner, item: ImageSource) -> ImageLoader:
                        device=learn.device, size=learn.dls.size, multi_label=learn.dls.multi_label)
 
 def predict(learn: Learner,
-            item: ImageSource, # an image file, the bytes of one, or a PIL image
+            item: ImageSource, # an image file, its bytes, a PIL image, or an array or tensor of pixels (see `open_image`)
             thresh: float = 0.5, # for multi-label data: labels with a probability above this are predicted
            ) -> tuple[Any, Any, torch.Tensor]:
     "`(label, index, probs)` for one image (multi-label: `(labels, indices, probs)`)."
+    thresh = check_arg("thresh", thresh, ge=0, le=1)
     probs = get_preds(learn, image_loader(learn, item))[0][0]
     if getattr(learn.dls, "multi_label", False):
         idx = (probs > thresh).nonzero().flatten()
@@ -90,7 +111,8 @@ def tta(learn: Learner,
         augment=None, # the augmentation; default: the training loader's, else `aug_transforms()`
        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     "`(probs, targets)` averaged over `n` augmented passes and the plain one."
-    dl = learn.dls.valid if dl is None else dl
+    n, beta = check_arg("n", n, int, ge=1, hint="It is the number of augmented passes."), check_arg("beta", beta, ge=0, le=1, optional=True)
+    dl = _loader(learn, dl)
     augment = augment or getattr(learn.dls.train, "augment", None) or aug_transforms()
     aug_dl = dl.new(shuffle=False, augment=augment)
     aug = torch.stack([get_preds(learn, aug_dl)[0] for _ in range(n)]).mean(0)
