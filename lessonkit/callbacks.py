@@ -213,6 +213,8 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     if bool(torch.isfinite(torch.stack([t.detach().sum().float() for t in tensors]).sum())): return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
+_RISKY_STEP = 1e30   # learning rate x largest gradient beyond which a step may overflow float32 weights (max 3.4e38)
+
 class CheckFiniteCallback(Callback):
     "Stop with a `NonFiniteError` at the first NaN or infinite loss or gradient, before it can change the model."
     order = 100  # after anything else that changes the loss or the gradients
@@ -251,6 +253,20 @@ class CheckFiniteCallback(Callback):
         if self.learn.scaler.is_enabled(): return  # float16: the scaler skips steps with infinite gradients
         grads = [p.grad for g in self.learn.opt.param_groups for p in g["params"] if p.grad is not None]
         if not all_finite(grads): self._fail(f"loss was {self.learn.loss.item():.4g} but a gradient is NaN or infinite")
+        self.kept = None
+        if grads and max(lrs) > 1:   # far above any useful rate: a step may reach float32's limit, so keep what it changes
+            top = float(torch.stack([g.detach().abs().amax().float() for g in grads]).amax())
+            if max(lrs) * max(top, 1.0) > _RISKY_STEP:
+                self.kept = [(p, p.detach().clone()) for g in self.learn.opt.param_groups for p in g["params"]
+                             if p.grad is not None]
+
+    def after_step(self):
+        kept, self.kept = getattr(self, "kept", None), None
+        if not kept or all_finite([p for p, _ in kept]): return
+        with torch.no_grad():
+            for p, v in kept: p.copy_(v)
+        self._fail("optimizer step made weights infinite (the learning rate times the gradient passed float32's "
+                   "limit; the weights are put back as they were before it)")
 
 # %% ../nbs/06_callbacks.ipynb #f957b852
 def _monitor_value(learn: Learner, monitor: str) -> float:

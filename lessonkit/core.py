@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['LessonkitError', 'LessonkitWarning', 'warn', 'shown', 'check_arg', 'closest', 'delegates', 'in_colab', 'in_test',
-           'in_notebook', 'show_progress', 'default_device', 'check_device', 'set_seed', 'lessonkit_home', 'cache_dir',
-           'write_target', 'atomic_write', 'load_safely', 'file_lock']
+__all__ = ['LessonkitError', 'LessonkitWarning', 'warn', 'shown', 'check_arg', 'closest', 'check_keywords', 'delegates',
+           'in_colab', 'in_test', 'in_notebook', 'show_progress', 'default_device', 'check_device', 'set_seed',
+           'lessonkit_home', 'cache_dir', 'write_target', 'atomic_write', 'load_safely', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #5783963d
 class LessonkitError(Exception):
@@ -85,6 +85,17 @@ def closest(name: str, # a name that does not exist
     best = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return best[0] if best else None
 
+def check_keywords(fname: str, # the function, as the user calls it
+                   kwargs: dict, # the keywords it was given
+                   names: Iterable[str]): # the keywords it takes
+    "A `LessonkitError` for the first keyword in `kwargs` that is not one of `names`, naming the closest real one."
+    names = list(names)
+    for k in kwargs:
+        if k not in names:
+            hint = closest(k, names)
+            raise LessonkitError(f"{fname}() has no argument {k!r}{f': did you mean {hint}?' if hint else '.'} "
+                                 f"Its arguments are: {', '.join(n for n in names if n not in ('self', 'cls'))}.")
+
 def delegates(*to: Callable, # the functions `**kwargs` is passed on to
               exclude: Iterable[str] = ()): # their keyword parameters not to offer
     "Decorator for `f(..., **kwargs)`: the keyword parameters (with defaults) of the functions in `to` join `f`'s signature, and an unknown keyword is a `LessonkitError` naming the closest real one."
@@ -100,11 +111,7 @@ def delegates(*to: Callable, # the functions `**kwargs` is passed on to
         names = [p.name for p in full.parameters.values()]
         @functools.wraps(f)
         def wrapper(*args, **kwargs):
-            for k in kwargs:
-                if k not in names:
-                    hint = closest(k, names)
-                    raise LessonkitError(f"{f.__qualname__}() has no argument {k!r}{f': did you mean {hint}?' if hint else '.'} "
-                                         f"Its arguments are: {', '.join(n for n in names if n not in ('self', 'cls'))}.")
+            check_keywords(f.__qualname__, kwargs, names)
             return f(*args, **kwargs)
         wrapper.__signature__ = full
         return wrapper

@@ -152,7 +152,8 @@ def open_image(src: ImageSource, # an image file, its bytes (e.g. an upload), a 
         except ValueError as e: raise BadImageError(None, str(e), what) from None
         try: im = _upright_rgb(im, None, method)   # never drafted: draft() would shrink the caller's own image
         except Exception as e:
-            closed = isinstance(e, ValueError) and "closed" in str(e)
+            # closed: .close() makes PIL raise ValueError; the end of a `with` block, before any load, an AssertionError
+            closed = isinstance(src, Image.Image) and getattr(src, "fp", "") is None
             raise BadImageError(None, "the PIL image is closed (by .close(), or at the end of a `with` block): open it "
                                 "again, or pass its file" if closed else f"{type(e).__name__}: {e}", what) from e
         return _no_pixels(im, None, what)

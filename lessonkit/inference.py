@@ -52,7 +52,8 @@ def _loader(learn: Learner, dl):
     elif isinstance(dl, (str, os.PathLike, bytes, list, tuple, dict)) or not hasattr(dl, "__iter__"):
         raise LessonkitError(f"dl must be a loader of batches, e.g. learn.dls.test_dl(files) for new images, not "
                              f"{shown(dl)}.")
-    return dl
+    # every item once, in order (a training loader shuffles and drops its last batch): row i is dl.items[i]
+    return dl.new(shuffle=False, drop_last=False) if isinstance(dl, ImageLoader) else dl
 
 def get_preds(learn: Learner,
               dl=None, # a loader yielding (x, y) or (x,); default: the validation set

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_learner.ipynb #72474dd3
 from __future__ import annotations
-import importlib, os, random, types
+import importlib, inspect, os, random, types
 from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import (LessonkitError, atomic_write, check_arg, check_device, closest, default_device, delegates,
-                            load_safely, shown, warn)
+from .core import (LessonkitError, atomic_write, check_arg, check_device, check_keywords, closest,
+                            default_device, delegates, load_safely, shown, warn)
 from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
     CheckFiniteCallback, ProgressCallback, Recorder)
@@ -23,10 +23,10 @@ from .metrics import metric_name
 from .models import TransferModel, arch_spec, create_model, layer_groups as model_layer_groups
 
 # %% auto #0
-__all__ = ['NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'check_lr',
-           'split_decay', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events', 'LearnerCallbacks',
-           'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state', 'set_rng_state', 'smallest_batch', 'Learner',
-           'vision_learner']
+__all__ = ['MAX_LR', 'NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups',
+           'check_lr', 'split_decay', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events',
+           'check_callback', 'LearnerCallbacks', 'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state',
+           'set_rng_state', 'smallest_batch', 'Learner', 'vision_learner']
 
 # %% ../nbs/07_learner.ipynb #1708ec0f
 def default_loss(model: nn.Module, multi_label: bool = False) -> nn.Module:
@@ -57,22 +57,25 @@ def lrs_for_groups(lr: float | slice | Sequence[float], # one rate, a slice, or 
         return [float(x) for x in lr]
     return [float(lr)] * n_groups
 
+MAX_LR = 1e30   # PyTorch's optimizers compute the step in float32: rates near its limit (3.4e38) overflow inside them
+
 def check_lr(name: str, # the argument's name, for the message
              lr, # one rate, slice(hi), slice(lo, hi), or one rate per layer group
              optional: bool = False): # None is allowed too (and returned as it is)
     "`lr` with every rate in it checked to be a finite number > 0, or a `LessonkitError` naming the argument and the value."
     if lr is None and optional: return None
     hint = ("A learning rate is a number > 0 (e.g. 1e-3, or one learn.lr_find() suggests), a slice(lo, hi), or a list "
-            "with one rate per layer group.")
+            "with one rate per layer group. (Far above 10 none is useful; near 1e38 PyTorch's optimizers overflow.)")
+    top = MAX_LR
     if isinstance(lr, slice):
         if lr.step is not None or lr.stop is None:
             raise LessonkitError(f"{name} as a slice is slice(hi) or slice(lo, hi), not {lr!r}. {hint}")
-        return slice(check_arg(f"{name}'s start", lr.start, gt=0, optional=True, hint=hint),
-                     check_arg(f"{name}'s stop", lr.stop, gt=0, hint=hint))
+        return slice(check_arg(f"{name}'s start", lr.start, gt=0, le=top, optional=True, hint=hint),
+                     check_arg(f"{name}'s stop", lr.stop, gt=0, le=top, hint=hint))
     if isinstance(lr, (list, tuple, np.ndarray, torch.Tensor)) and getattr(lr, "ndim", 1) == 1:
         if len(lr) == 0: raise LessonkitError(f"{name} is an empty list. {hint}")
-        return [check_arg(f"{name}[{i}]", v, gt=0, hint=hint) for i, v in enumerate(lr)]
-    return check_arg(name, lr, gt=0, hint=hint)
+        return [check_arg(f"{name}[{i}]", v, gt=0, le=top, hint=hint) for i, v in enumerate(lr)]
+    return check_arg(name, lr, gt=0, le=top, hint=hint)
 
 # %% ../nbs/07_learner.ipynb #8abdbc33
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
@@ -116,13 +119,21 @@ def check_events(cb: Callback):
                                  f"it would never run{f': did you mean {hint}?' if hint else '.'} "
                                  f"The events are: {', '.join(EVENTS)}.")
 
+def check_callback(cb):
+    "A `LessonkitError` if `cb` is not a `Callback` instance (a class, say), or has a misnamed event (`check_events`)."
+    if not isinstance(cb, Callback):
+        made = isinstance(cb, type) and issubclass(cb, Callback)
+        raise LessonkitError(f"A callback must be an instance of a Callback subclass, not {shown(cb)}" +
+                             (f": make one, {cb.__name__}(...)." if made else "."))
+    check_events(cb)
+
 class LearnerCallbacks:
     "The callback part of `Learner`: `self.cbs` is the list of callbacks."
     cbs: list[Callback]
 
     def add_cb(self, cb: Callback) -> Callback:
         "Add a callback (replacing one with the same name); see `check_events`."
-        check_events(cb)
+        check_callback(cb)
         old = getattr(self, cb.name, None)
         if isinstance(old, Callback): self.remove_cb(old)
         cb.learn = self
@@ -141,7 +152,7 @@ class LearnerCallbacks:
     @contextmanager
     def added_cbs(self, cbs: Sequence[Callback]):
         "Add `cbs` for the duration of a `with` block; the learner's callbacks they replace (same name) come back after it."
-        for cb in cbs: check_events(cb)   # all of them before any is added: nothing stays behind on an error
+        for cb in cbs: check_callback(cb)   # all of them before any is added: nothing stays behind on an error
         names = {cb.name for cb in cbs}
         replaced = [(i, old) for i, old in enumerate(self.cbs) if old.name in names]
         self.add_cbs(cbs)
@@ -321,6 +332,10 @@ class _Later:
         f = getattr(importlib.import_module(self.module), self.name)
         return f if obj is None else types.MethodType(f, obj)
 
+def _keywords(f: Callable, skip: int) -> list[str]:
+    "The names of `f`'s parameters after the first `skip` (the learner, which a `Learner` method passes itself)."
+    return list(inspect.signature(f).parameters)[skip:]
+
 def smallest_batch(dl) -> int | None:
     "The fewest items a batch of `dl` holds (None if `dl` does not say how many items and batches it has)."
     n, bs = getattr(dl, "n", None), getattr(dl, "bs", None)
@@ -339,11 +354,7 @@ def _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs):
     for name, f in (("loss_func", loss_func), ("opt_func", opt_func), *(("metrics", m) for m in metrics)):
         if f is not None and not callable(f):
             raise LessonkitError(f"{name} must be a function (or an nn.Module) to call, not {shown(f)}.")
-    for cb in cbs:
-        if not isinstance(cb, Callback):
-            made = isinstance(cb, type) and issubclass(cb, Callback)
-            raise LessonkitError(f"cbs must hold callbacks, not {shown(cb)}" +
-                                 (f": make one, {cb.__name__}(...)." if made else ": instances of a Callback subclass."))
+    for cb in cbs: check_callback(cb)
 
 class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     "Trains `model` on `dls`: `fit`, `fit_one_cycle`, `fine_tune`, `lr_find`, `get_preds`, `predict`, `tta`, `export`."
@@ -366,7 +377,8 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         metrics = [] if metrics is None else list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
         cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs else []
         _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs)
-        lr, wd = check_arg("lr", lr, gt=0), check_arg("wd", wd, ge=0)
+        lr, wd = check_lr("lr", lr), check_arg("wd", wd, ge=0)
+        if not isinstance(lr, float): raise LessonkitError(f"lr (the default rate) must be one number, not {shown(lr)}: give per-group rates to fit.")
         self.dls, self.model, self.opt_func, self.lr, self.wd, self.wd_bn_bias = dls, model, opt_func, lr, wd, wd_bn_bias
         self.device = check_device(device or getattr(dls, "device", None))
         self.model.to(self.device)
@@ -519,6 +531,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     def fit_one_cycle(self, n_epoch: int, lr_max: float | slice | Sequence[float] | None = None, **kwargs):
         "Train with the one-cycle schedule: see `lessonkit.schedule.fit_one_cycle`."
         from lessonkit.schedule import fit_one_cycle
+        check_keywords("fit_one_cycle", kwargs, _keywords(fit_one_cycle, skip=1))
         return fit_one_cycle(self, n_epoch, lr_max, **kwargs)
 
     def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, **kwargs):
@@ -529,6 +542,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True, **kwargs):
         "Find a good learning rate: see `lessonkit.schedule.lr_find`."
         from lessonkit.schedule import lr_find
+        check_keywords("lr_find", kwargs, _keywords(lr_find, skip=1))
         return lr_find(self, start_lr, end_lr, num_it, stop_div, **kwargs)
 
     get_preds = _Later("lessonkit.inference")

@@ -4,14 +4,14 @@
 
 # %% ../nbs/08_schedule.ipynb #e0968157
 from __future__ import annotations
-import copy, math
+import copy, inspect, math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 from matplotlib.figure import Figure
 
-from .core import LessonkitError, check_arg, in_notebook
+from .core import LessonkitError, check_arg, check_keywords, in_notebook, shown
 from .callbacks import (
     Callback, CancelFitException, CancelValidException, CheckFiniteCallback, CheckpointCallback, CSVLogger,
     EarlyStoppingCallback, Recorder, SaveModelCallback, new_figure)
@@ -110,7 +110,12 @@ def fine_tune(learn: Learner,
                              "(learn.freeze(); learn.fit_one_cycle(...); learn.unfreeze(); learn.fit_one_cycle(...)) "
                              "and resume the phase that was interrupted.")
     epochs, freeze_epochs = check_arg("epochs", epochs, int, ge=1), check_arg("freeze_epochs", freeze_epochs, int, ge=0)
-    base_lr, lr_mult = check_arg("base_lr", base_lr, gt=0), check_arg("lr_mult", lr_mult, gt=0)
+    base_lr, lr_mult = check_lr("base_lr", base_lr), check_arg("lr_mult", lr_mult, gt=0)
+    if not isinstance(base_lr, float): raise LessonkitError(f"base_lr must be one number, not {shown(base_lr)}.")
+    check_keywords("fine_tune", kwargs, [*list(inspect.signature(fine_tune).parameters)[1:-1], "div_final", "moms", "cbs",
+                                         "resume"])   # what both phases take: checked before the first
+    check_cycle(div, kwargs.get("div_final", 1e5), pct_start, kwargs.get("moms", (0.95, 0.85)))
+    learn.check_trainable()
     learn.freeze()
     if freeze_epochs: fit_one_cycle(learn, freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
     base_lr /= 2
@@ -120,7 +125,9 @@ def fine_tune(learn: Learner,
 # %% ../nbs/08_schedule.ipynb #8a000005
 def check_lr_find(learn: Learner, start_lr: float, end_lr: float, num_it: int) -> tuple[float, float, int]:
     "`lr_find`'s arguments checked, and the learner able to train (a `LessonkitError` says what is wrong)."
-    start_lr, end_lr = check_arg("start_lr", start_lr, gt=0), check_arg("end_lr", end_lr, gt=0)
+    start_lr, end_lr = check_lr("start_lr", start_lr), check_lr("end_lr", end_lr)
+    if not (isinstance(start_lr, float) and isinstance(end_lr, float)):
+        raise LessonkitError(f"start_lr and end_lr must be single numbers, not {shown(start_lr)} and {shown(end_lr)}.")
     if end_lr <= start_lr: raise LessonkitError(f"end_lr ({end_lr:g}) must be above start_lr ({start_lr:g}): the rate grows from one to the other.")
     num_it = check_arg("num_it", num_it, int, ge=2, hint="It is the most batches the sweep runs, e.g. 100.")
     learn.check_trainable()
