@@ -34,7 +34,7 @@ The GPU run takes about 6 to 8 minutes on an H200 with 16 cores; --budget-s skip
 that would start after that many seconds. See bench/GPU_CHECK.md.
 """
 from __future__ import annotations
-import argparse, contextlib, copy, json, math, os, platform, re, statistics, subprocess, sys, tempfile, time, traceback
+import argparse, contextlib, json, math, os, platform, re, statistics, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -78,11 +78,6 @@ class Cfg:
 
 
 # ============================================================================================================ helpers
-def _dev():
-    import torch
-    return torch.device(ARGS.device)
-
-
 def _sync():
     import torch
     if torch.cuda.is_available() and ARGS.device == "cuda": torch.cuda.synchronize()
@@ -96,7 +91,7 @@ class Checks:
         return bool(cond)
 
 
-def _cifar_dls(cfg: Cfg, augment: bool = True, bs: int | None = None):
+def _cifar_dls(cfg: Cfg, augment: bool = True):
     "The bundled CIFAR-10 sample (train/ and test/ folders), `per_class` images of each class, on the check's device."
     from lessonkit.augment import aug_transforms
     from lessonkit.data import DataLoaders
@@ -107,7 +102,7 @@ def _cifar_dls(cfg: Cfg, augment: bool = True, bs: int | None = None):
             for f in sorted((path / split / c).iterdir())[:k]:
                 rows.append({"fn": f"{split}/{c}/{f.name}", "label": c, "valid": split == "test"})
     return DataLoaders.from_df(rows, path=path, fn_col="fn", label_col="label", valid_col="valid", size=cfg.size,
-                               bs=bs or cfg.bs, batch_tfms=aug_transforms() if augment else None, device=ARGS.device,
+                               bs=cfg.bs, batch_tfms=aug_transforms() if augment else None, device=ARGS.device,
                                progress=False)
 
 
@@ -163,7 +158,7 @@ def _trained_state(cfg: Cfg, ctx: dict):
 
 
 # ============================================================================================================== steps
-def step_env(cfg: Cfg, ctx: dict) -> dict:
+def step_env(cfg: Cfg, ctx: dict):
     import torch, torchvision, lessonkit
     out = {"python": platform.python_version(), "executable": sys.executable, "torch": torch.__version__,
            "torchvision": torchvision.__version__, "lessonkit": lessonkit.__version__, "cores": cores(),
@@ -216,7 +211,6 @@ def _probe_cb():
 
 
 def step_mixed_precision(cfg: Cfg, ctx: dict):
-    import torch
     from lessonkit.core import set_seed
     c, out = Checks(), {}
     dls = _cifar_dls(cfg)
@@ -270,7 +264,8 @@ def step_channels_last(cfg: Cfg, ctx: dict):
     state = _trained_state(cfg, ctx)
     dls = _cifar_dls(cfg, augment=False)
     cuda = ARGS.device == "cuda"
-    for prec, mp, tol in (("fp32", False, 5e-3 if cuda else 1e-4), ("bf16", "bf16", 5e-2)):
+    # tolerances: TF32 convolutions (cuDNN's default) and bf16 round differently along different kernels
+    for prec, mp, tol in (("fp32", False, 1e-2 if cuda else 1e-4), ("bf16", "bf16", 0.1 if cuda else 5e-2)):
         probs = {}
         for cl in (False, True):
             learn = _learner(cfg, dls, mixed_precision=mp, channels_last=cl)
@@ -289,7 +284,6 @@ def step_channels_last(cfg: Cfg, ctx: dict):
 
 
 def step_augment_on_device(cfg: Cfg, ctx: dict):
-    import torch
     from lessonkit.augment import BatchAugment
     from lessonkit.core import set_seed
     c, seen = Checks(), {"aug_in": set(), "aug_out": set(), "model_in": set(), "aug_change": []}
@@ -316,6 +310,18 @@ def step_augment_on_device(cfg: Cfg, ctx: dict):
            "augment_output_devices": sorted(seen["aug_out"]), "model_input_devices": sorted(seen["model_in"]),
            "mean_abs_change": round(statistics.mean(seen["aug_change"]), 4) if seen["aug_change"] else None,
            "loader_img_per_s": round(n / secs, 1), "batch_device": str(x.device), "batch_dtype": str(x.dtype)}
+    # how batches reach the GPU: the profiler names each copy, e.g. "Memcpy HtoD (Pinned -> Device)"
+    from torch.profiler import ProfilerActivity, profile
+    cuda = ARGS.device == "cuda"
+    try:
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            for i, _ in zip(range(2), dls.train): pass
+            _sync()
+        names = [e.name for e in prof.events() if "Memcpy" in e.name]
+        out["copies"] = {n: names.count(n) for n in sorted(set(names))}
+    except Exception as e: out["copies"] = f"the profiler did not run: {type(e).__name__}: {e}"
+    if cuda and isinstance(out["copies"], dict):  # the images go through pinned memory; only the labels may not
+        c(any("HtoD (Pinned" in n for n in out["copies"]), f"no copy from pinned memory: {out['copies']}")
     for k in ("augment_input_devices", "augment_output_devices", "model_input_devices"):
         c(out[k] == [model_dev], f"{k} = {out[k]}, the model is on {model_dev}")
     c(out["batch_device"] == model_dev, f"batches come on {out['batch_device']}")
@@ -360,21 +366,28 @@ def step_checkpoint_resume(cfg: Cfg, ctx: dict):
             k = runs["interrupted"].recorder.epoch_iters[-1]  # batches before the interruption
             a, b = whole.losses[k:], res.losses[k:]
             diffs = [abs(x - y) for x, y in zip(a, b)]
+            # the GPU's own run-to-run noise (atomic adds in some backward kernels): the first epoch, run twice alike
+            noise = max((abs(x - y) for x, y in zip(whole.losses[:k], runs["interrupted"].recorder.losses[:k])), default=0.0)
             steps = {str(st["step"].device) for st in resumed.opt.state.values() if torch.is_tensor(st.get("step"))}
             r = {"epochs": epochs, "interrupted_after_epoch": stop, "batches_compared": len(diffs),
-                 "max_abs_loss_diff": max(diffs) if diffs else None, "whole_losses_after": [round(x, 5) for x in a],
+                 "max_abs_loss_diff": max(diffs) if diffs else None, "first_epoch_noise": noise,
+                 "mean_abs_loss_diff": statistics.mean(diffs) if diffs else None, "whole_losses_after": [round(x, 5) for x in a],
                  "resumed_losses_after": [round(x, 5) for x in b], "epochs_recorded": len(res.values),
                  "whole_epoch_s": [round(v["time"], 3) for v in whole.values],
                  "resumed_epoch_s": [round(v["time"], 3) for v in res.values],
                  "optimizer_step_devices_after_resume": sorted(steps),
                  "lrs_equal": [l for l in whole.lrs[k:]] == [l for l in res.lrs[k:]]}
-            tol = 1e-4 if ARGS.device == "cpu" else 2e-3
+            # a resume that lost the random state, the optimizer's or the schedule's differs by 0.05 or more per batch
+            tol = 1e-4 if ARGS.device == "cpu" else max(2e-3, 5 * noise)
+            r["tol"] = tol
             c(len(a) == len(b) and len(a) > 0, f"{name}: the resumed run has {len(b)} batches after the interruption, "
                                                 f"the whole run {len(a)}")
             c(r["max_abs_loss_diff"] is not None and r["max_abs_loss_diff"] <= tol,
               f"{name}: resumed losses differ from the whole run's by up to {r['max_abs_loss_diff']} (tol {tol})")
             c(r["epochs_recorded"] == epochs, f"{name}: the resumed recorder has {r['epochs_recorded']} epochs")
             c(r["lrs_equal"], f"{name}: the resumed learning rates differ from the whole run's")
+            c(r["optimizer_step_devices_after_resume"] == ["cpu"], f"{name}: Adam's step counts are on "
+              f"{r['optimizer_step_devices_after_resume']} after resume (on a GPU: two syncs per parameter per step)")
             if mp == "fp16":
                 r["scale_whole"], r["scale_resumed"] = runs["whole"].scaler.get_scale(), resumed.scaler.get_scale()
                 c(r["scale_whole"] == r["scale_resumed"], f"fp16: the scaler's scale {r['scale_resumed']} after resume, "
@@ -389,7 +402,6 @@ def step_checkpoint_resume(cfg: Cfg, ctx: dict):
 
 
 def step_export_to_cpu(cfg: Cfg, ctx: dict):
-    import torch
     from lessonkit.inference import load_learner
     c = Checks()
     state = _trained_state(cfg, ctx)
@@ -407,8 +419,8 @@ def step_export_to_cpu(cfg: Cfg, ctx: dict):
     cuda = ARGS.device == "cuda"
     out = {"file_mb": round(f.stat().st_size / 2**20, 2), "cpu_learner_device": str(cpu.device),
            "device_learner_autocast": str(learn.amp_dtype),
-           "default_precision": _compare_preds(p_dev, p_cpu, 5e-2 if learn.amp_dtype is not None else 1e-4),
-           "fp32": _compare_preds(p_dev32, p_cpu, 5e-3 if cuda else 1e-4),
+           "default_precision": _compare_preds(p_dev, p_cpu, 0.1 if learn.amp_dtype is not None else 1e-4),
+           "fp32": _compare_preds(p_dev32, p_cpu, 1e-2 if cuda else 1e-4),
            "predict_labels": one}
     c(out["cpu_learner_device"] == "cpu", "load_learner(device='cpu') made a learner on another device")
     c(out["fp32"]["ok"], f"fp32 on the device vs the CPU: {out['fp32']}")
@@ -457,6 +469,8 @@ def step_lessons(cfg: Cfg, ctx: dict):
     t = time.perf_counter()
     vehicles = layout(base / "home")
     random_weights(base / "torch", weights_for(cfg.lessons))
+    (base / "stand_ins.json").write_text(json.dumps({"home": str(base / "home"), "torch": str(base / "torch"),
+                                                     "vehicles": str(vehicles)}))
     out["stand_ins_s"] = round(time.perf_counter() - t, 2)
     out["sizes"] = cfg.lesson_sizes
     for lesson in cfg.lessons:
@@ -473,8 +487,13 @@ def step_lessons(cfg: Cfg, ctx: dict):
     return out, c
 
 
-def _fastai_status(cfg: Cfg) -> str | None:
-    "None if fastai imports from --fastai-dir, else why not."
+def _fastai_status(cfg: Cfg, ctx: dict) -> str | None:
+    "None if fastai imports from --fastai-dir, else why not (asked once per run)."
+    if "fastai_status" not in ctx: ctx["fastai_status"] = _fastai_import(cfg)
+    return ctx["fastai_status"]
+
+
+def _fastai_import(cfg: Cfg) -> str | None:
     if not (cfg.fastai_dir / "fastai").is_dir():
         return (f"fastai is not installed in {cfg.fastai_dir} (on the CPU: bench/_common.ensure_fastai() installs it; "
                 "on a GPU machine: bench/gpu_pack.py carries it)")
@@ -482,7 +501,8 @@ def _fastai_status(cfg: Cfg) -> str | None:
                        env=_py_env([cfg.fastai_dir, ROOT]), capture_output=True, text=True, cwd=ROOT)
     if r.returncode:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return f"fastai does not import here ({last}); its compiled needs (pandas, scikit-learn, scipy) are too big to carry"
+        return (f"fastai does not import here ({last}); what it needs from the machine is pandas, scikit-learn and scipy "
+                "(too big to carry)")
     if r.stdout.strip() != FASTAI_VERSION: return f"fastai {r.stdout.strip()} found, {FASTAI_VERSION} expected"
     return None
 
@@ -505,7 +525,7 @@ def _med(runs: list[dict], config: str, phase: str, key: str):
 
 def step_speed(cfg: Cfg, ctx: dict):
     c = Checks()
-    why = _fastai_status(cfg)
+    why = _fastai_status(cfg, ctx)
     tools = ["lessonkit"] + (["fastai"] if why is None else [])
     runs = _train_workers(cfg, ",".join(SPEED_CONFIGS), "default", tools, cfg.repeats)
     ctx["speed_runs"] = runs  # gpu_busy reads its default-threads figures from these
@@ -534,7 +554,7 @@ def step_speed(cfg: Cfg, ctx: dict):
 
 def step_gpu_busy(cfg: Cfg, ctx: dict):
     c = Checks()
-    why = _fastai_status(cfg)
+    why = _fastai_status(cfg, ctx)
     tools = ["lessonkit"] + (["fastai"] if why is None else [])
     conf = cfg.busy_config
     out = {"config": conf, "what": "busy = 1 - (time waiting for the next batch) / (training phase), after each "
@@ -573,8 +593,9 @@ def worker_lesson(a) -> dict:
     sys.path.insert(0, str(ROOT / "tools"))
     from full_mode import LessonFailed, run_full_mode
     base = Path(a.lesson_base)
+    p = {k: Path(v) for k, v in json.loads((base / "stand_ins.json").read_text()).items()}
     if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
-    try: r = run_full_mode(a.lesson, base / "home", base / "torch", base / "vehicles", base / f"work_{a.lesson}",
+    try: r = run_full_mode(a.lesson, p["home"], p["torch"], p["vehicles"], base / f"work_{a.lesson}",
                            sizes=a.lesson_sizes == "small")
     except LessonFailed as e: return {"ok": False, "lesson_error": str(e)[-6000:]}
     r["seconds"] = round(r["seconds"], 1)

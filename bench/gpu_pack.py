@@ -39,9 +39,12 @@ CHECK_PKGS = [
     "decorator==5.2.1",
     "ipywidgets==8.1.9", "comm==0.2.3", "widgetsnbextension==4.0.16", "jupyterlab-widgets==3.0.17",
 ]
-# fastai's compiled needs, and the needs of those, are left to the machine (too large to carry).
+# fastai's large compiled needs, and the needs of those, are left to the machine (too large to carry); the rest of
+# what fastai imports beyond torch, torchvision, numpy, pillow and matplotlib is carried.
 FASTAI_MACHINE = ("pandas", "scikit-learn", "scipy", "joblib", "threadpoolctl", "narwhals")
-FASTAI_CARRY = [p for p in FASTAI_PKGS if p.split("==")[0] not in FASTAI_MACHINE] + ["mdurl==0.1.2", "pygments==2.21.0"]
+FASTAI_CARRY = [p for p in FASTAI_PKGS if p.split("==")[0] not in FASTAI_MACHINE] + [
+    "mdurl==0.1.2", "pygments==2.21.0", "pyyaml==6.0.4", "packaging==26.4", "requests==2.34.2", "urllib3==2.8.0",
+    "idna==3.20", "charset-normalizer==3.5.3", "certifi==2026.10.19.post1"]
 GROUPS = {"check": CHECK_PKGS, "fastai": FASTAI_CARRY}
 
 

@@ -142,6 +142,7 @@ def test_quick_run_correctness_steps(quick_run):
     aug = s["augment_on_device"]
     assert aug["augment_input_devices"] == aug["augment_output_devices"] == aug["model_input_devices"] == ["cpu"]
     assert aug["mean_abs_change"] > 1e-3
+    assert aug["copies"] == {}, aug["copies"]  # the profiler ran; on the CPU no copy to a device happens
     ck = s["checkpoint_resume"]["default"]
     assert ck["batches_compared"] > 0 and ck["max_abs_loss_diff"] <= 1e-4 and ck["lrs_equal"]
     assert ck["epochs_recorded"] == ck["epochs"] and ck["optimizer_step_devices_after_resume"] == ["cpu"]
