@@ -5,13 +5,15 @@ of progress, and lands in ONE JSON file (rewritten after every step, so a run cu
 
 - env: Python, torch, the GPU, cuDNN, where each package was imported from;
 - mixed_precision: `fit_one_cycle` with `mixed_precision` off, 'bf16' and 'fp16'; the loss falls in each, the model's
-  outputs have the autocast dtype, and for fp16 the gradient scaler really scales (its scale stays > 1) and skips no
-  step while the losses are finite;
+  outputs have the autocast dtype, and for fp16 the gradient scaler really scales (its scale stays > 1) and, once it
+  has found its scale (it may skip a run's first steps while halving it from 2**16), skips no step on finite losses;
 - channels_last: the same weights with `channels_last` on and off predict the same (fp32 and bf16), within tolerance;
 - augment_on_device: the batch augmentation gets its input on the model's device and hands it on there (hooks on the
-  augmentation module and on the model), and it changes the pixels;
+  augmentation module and on the model), and it changes the pixels; on a GPU the images are copied from pinned memory
+  (the profiler's names of the copies);
 - checkpoint_resume: a one-cycle run interrupted after an epoch (with `CheckpointCallback`) and resumed with
-  `resume=` gives the same per-batch losses as the run never interrupted (default precision, and fp16 on a GPU);
+  `resume=` gives the same per-batch losses as the run never interrupted (default precision, and fp16 on a GPU), with
+  Adam's step counts back on the CPU;
 - export_to_cpu: `learn.export()` on the device, `load_learner(..., device='cpu')`: the same labels;
 - lessons: the four lessons in full mode on the bundled data, with the stand-ins of tools/full_mode.py (the ones
   tests/test_full_mode.py uses), each in its own process, with its time and (on a GPU) its peak GPU memory;
@@ -24,14 +26,15 @@ On a GPU machine with no network (the wheels packed by bench/gpu_pack.py carried
 command, from the repository root (python3 is the machine's Python with its own torch, which is never touched):
 
     set -o pipefail; PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --wheels bench/.gpu_wheels --device cuda \
-        --budget-s 500 --out $OUT/gpu_check.json 2>&1 | tee $OUT/gpu_check.log
+        --budget-s 480 --out $OUT/gpu_check.json 2>&1 | tee $OUT/gpu_check.log
 
 On the CPU (what tests/test_gpu_check.py runs; --quick shrinks data, sizes, epochs and repeats, and runs one lesson):
 
     .venv/bin/python bench/gpu_check.py --device cpu --quick --out /tmp/gpu_check.json
 
-The GPU run takes about 6 to 8 minutes on an H200 with 16 cores; --budget-s skips (and records as skipped) the steps
-that would start after that many seconds. See bench/GPU_CHECK.md.
+The GPU run should take 6 to 8 minutes on an H200 with 16 cores (an estimate: no GPU run has happened yet); --budget-s
+skips (and records as skipped) the steps that would start after that many seconds, and ends every worker process a
+minute after it. See bench/GPU_CHECK.md.
 """
 from __future__ import annotations
 import argparse, contextlib, json, math, os, platform, re, statistics, subprocess, sys, tempfile, time, traceback
