@@ -26,7 +26,7 @@ On a GPU machine with no network (the wheels packed by bench/gpu_pack.py carried
 command, from the repository root (python3 is the machine's Python with its own torch, which is never touched):
 
     set -o pipefail; PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --wheels bench/.gpu_wheels --device cuda \
-        --budget-s 480 --out $OUT/gpu_check.json 2>&1 | tee $OUT/gpu_check.log
+        --budget-s 420 --out $OUT/gpu_check.json 2>&1 | tee $OUT/gpu_check.log
 
 On the CPU (what tests/test_gpu_check.py runs; --quick shrinks data, sizes, epochs and repeats, and runs one lesson):
 
