@@ -23,8 +23,8 @@ from .models import TransferModel, arch_spec, create_model, layer_groups as mode
 
 # %% auto #0
 __all__ = ['NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'split_decay',
-           'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events', 'LearnerCallbacks', 'LearnerFreezing',
-           'arch_name', 'LearnerSaving', 'rng_state', 'set_rng_state', 'Learner', 'vision_learner']
+           'bf16_native', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events', 'LearnerCallbacks',
+           'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state', 'set_rng_state', 'Learner', 'vision_learner']
 
 # %% ../nbs/07_learner.ipynb #1708ec0f
 def default_loss(model: nn.Module, multi_label: bool = False) -> nn.Module:
@@ -68,13 +68,19 @@ def split_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return decay, no_decay
 
 # %% ../nbs/07_learner.ipynb #b3db38b5
+def bf16_native(device: torch.device) -> bool:
+    "Whether a CUDA GPU computes in bfloat16 natively: compute capability 8.0+ (Ampere and later), or an AMD GPU."
+    if torch.version.hip: return True
+    # not torch.cuda.is_bf16_supported(): it is also True where bf16 is only emulated (e.g. a T4), which is slow
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
 def amp_dtype(device: torch.device, mixed_precision: bool | str | None = "auto") -> torch.dtype | None:
-    "The autocast dtype for `device`: 'auto' means bf16 (or fp16) on CUDA and none elsewhere; 'bf16'/'fp16' force one."
+    "The autocast dtype for `device`: 'auto' means bf16 (fp16 on GPUs without native bf16) on CUDA and none elsewhere; 'bf16'/'fp16' force one."
     if mixed_precision in (None, False): return None
     if mixed_precision in ("bf16", torch.bfloat16): return torch.bfloat16
     if mixed_precision in ("fp16", torch.float16): return torch.float16
     if device.type != "cuda": return torch.bfloat16 if mixed_precision is True else None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if bf16_native(device) else torch.float16
 
 def available_cpus() -> int:
     "CPU cores this process may use."
@@ -205,7 +211,7 @@ class LearnerSaving:
         f = self.weights_file(name)
         if not f.exists():
             raise LessonkitError(f"No saved weights at {f}. Check the name, or save them first with learn.save.")
-        state = load_safely(f, "a weights file", self.device)
+        state = load_safely(f, "a weights file")  # to the CPU: load_state_dict copies to the device
         if not isinstance(state, dict) or "model" not in state:
             raise LessonkitError(f"{f} does not hold weights saved by learn.save (for an exported learner use "
                                  "load_learner).")
@@ -243,7 +249,9 @@ class LearnerSaving:
         if not f.is_file():
             raise LessonkitError(f"No checkpoint at {f}: nothing to resume. Train with cbs=[CheckpointCallback()] to "
                                  "write one, or leave out resume= to start from the beginning.")
-        state = load_safely(f, "a checkpoint", self.device)
+        # to the CPU first: the optimizer's load_state_dict moves its state to the parameters' device, except Adam's step
+        # counts, which must stay on the CPU (on a GPU they cost two device syncs per parameter at every step)
+        state = load_safely(f, "a checkpoint")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise LessonkitError(f"{f} is not a checkpoint written by CheckpointCallback (for weights saved with "
                                  "learn.save, use learn.load).")
