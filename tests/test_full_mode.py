@@ -25,7 +25,7 @@ import torchvision
 from execnb.shell import CaptureShell
 from nbdev.process import NBProcessor
 
-from lessonkit.models import arch_spec
+from lessonkit.backbones import torchvision_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -72,7 +72,7 @@ def _random_weights(torch_home: Path):
     ckpt = torch_home / "hub" / "checkpoints"; ckpt.mkdir(parents=True)
     torch.manual_seed(0)
     for arch in sorted(set(FULL_ARCH.values())):  # resnet34 and resnet50 (Pets uses both), vgg16
-        fname = arch_spec(arch).weights_enum.url.rsplit("/", 1)[-1]
+        fname = torchvision_weights(arch).url.rsplit("/", 1)[-1]   # what pretrained=True loads
         torch.save(getattr(torchvision.models, arch)().state_dict(), ckpt / fname)
 
 
