@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_inference.ipynb #3c1c16cb
 from __future__ import annotations
-import copy, json, os
+import copy, importlib.util, json, os, warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from .data import DataLoaders
 from .images import ImageSource, load_image
 from .loader import ImageLoader
 from .learner import Learner, arch_name
-from .models import ARCHS, TransferModel, create_model
+from .backbones import TIMM_EXTRA, arch_id
+from .models import TransferModel, create_model
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'per_item_loss', 'get_preds', 'image_loader', 'predict', 'tta', 'manifest', 'export',
@@ -108,6 +109,11 @@ def _jsonable(x):
     if isinstance(x, torch.Tensor): return x.tolist()
     return x
 
+def _timm_version(source: str) -> dict:
+    if source != "timm": return {}
+    import timm  # a timm model was built, so timm is there
+    return {"timm": timm.__version__}
+
 def manifest(learn: Learner) -> dict:
     "What `export` stores besides the weights."
     if not isinstance(learn.model, TransferModel):
@@ -117,14 +123,15 @@ def manifest(learn: Learner) -> dict:
     settings = getattr(dls, "settings", {})
     aug = getattr(dls.train, "augment", None)
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "arch": spec.arch, "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
+            "arch": spec.arch, "source": spec.source, "weights": spec.weights, "arch_stats": spec.stats,
+            "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
             "classes": list(dls.classes), "multi_label": bool(getattr(dls, "multi_label", False)),
             "loss": type(learn.loss_func).__name__,
             "size": list(dls.size), "stats": _jsonable(dls.stats), "bs": getattr(dls, "bs", 64),
             "item_resize": settings.get("item_resize", "squish"), "item_size": _jsonable(settings.get("item_size")),
             "augment": {k: _jsonable(v) for k, v in aug.settings.items()} if isinstance(aug, BatchAugment) else None,
             "versions": {"lessonkit": lessonkit.__version__, "torch": torch.__version__,
-                         "torchvision": torchvision.__version__}}
+                         "torchvision": torchvision.__version__, **_timm_version(spec.source)}}
 
 def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
     "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically."
@@ -170,11 +177,11 @@ def load_learner(fname: str | os.PathLike, # a file written by `learn.export`
     "Rebuild an exported learner, safely (no code runs), ready to predict. It needs no training data."
     f = Path(fname)
     m, weights = _read_export(f)
-    if arch is not None and arch != m["arch"]:
+    if arch is not None and arch_id(arch) != m["arch"]:
         raise LessonkitError(f"{f} holds a {m['arch']} model, not the {arch} you asked for.")
-    if m["arch"] not in ARCHS:
-        raise LessonkitError(f"{f} holds a {m['arch']} model, which this lessonkit does not know (it knows "
-                             f"{', '.join(ARCHS)}). Install the lessonkit version that wrote it.")
+    if m.get("source") == "timm" and importlib.util.find_spec("timm") is None:
+        raise LessonkitError(f"{f} holds a model of timm ({m['arch']}), and timm is not installed. Install lessonkit's "
+                             f"timm extra: {TIMM_EXTRA}")
     if m["head"] == "custom" and head is None:
         raise LessonkitError(f"{f} was exported with a custom head: pass the same head module, load_learner(f, head=...).")
     model = create_model(m["arch"], m["n_out"], pretrained=False,

@@ -19,7 +19,7 @@ from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
     CheckFiniteCallback, ProgressCallback, Recorder)
 from .metrics import metric_name
-from .models import TransferModel, arch_spec, create_model, layer_groups as model_layer_groups
+from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
 # %% auto #0
 __all__ = ['NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'split_decay',
@@ -321,7 +321,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  wd_bn_bias: bool = False, # also decay normalisation layers and biases (fastai: bn_wd=True)
                  metrics: Callable | Sequence[Callable] | None = None, # functions `(probs, targets) -> float`
                  cbs: Callback | Sequence[Callback] | None = None, # extra callbacks (a Recorder and progress are always added)
-                 layer_groups: Sequence[nn.Module] | None = None, # default: early body, late body, head for a TransferModel
+                 layer_groups: Sequence[nn.Module] | None = None, # default: the body's stride groups and the head (`models.layer_groups`)
                  train_bn: bool = False, # train the BatchNorm layers of frozen groups (fastai's default is True)
                  path: str | os.PathLike = ".", # where `save`, `export` and logs write
                  device: torch.device | str | None = None, # default: the data's device
@@ -469,22 +469,25 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
 # %% ../nbs/07_learner.ipynb #464c27d2
 @delegates(Learner.__init__)
 def vision_learner(dls, # the data: its `.c` classes set the head's size
-                   arch: str | Callable = "mobilenet_v2", # architecture name or torchvision function
-                   pretrained: bool = True, # ImageNet weights for the body (then the body starts frozen)
+                   arch: str | Callable = "mobilenet_v2", # a torchvision name or function, or a timm name
+                   pretrained: bool | str = True, # ImageNet weights for the body (then the body starts frozen); see `create_model`
                    metrics: Callable | Sequence[Callable] | None = None, # e.g. `accuracy` or `[accuracy, error_rate]`
                    head: str | nn.Module | None = None, # "default", "caltech", "bn_drop" or a module
                    loss_func: Callable | None = None, # default: chosen from the data and head
                    n_out: int | None = None, # outputs (default: the number of classes)
                    head_kw: dict | None = None, # keyword arguments of the head function, e.g. {"p": 0.25}
                    keep_fc: bool = False, # keep the pretrained classifier's hidden layers in the body (VGG; see `create_model`)
+                   normalize: bool = True, # pretrained: normalise `dls` with the weights' statistics (sets them on its loaders)
                    **kwargs) -> Learner: # `Learner`'s other options (lr, wd, cbs, train_bn, path, ...), shown in the signature
     "A `Learner` with a pretrained body and a new head, e.g. `vision_learner(dls, 'resnet34', metrics=accuracy)`."
-    spec = arch_spec(arch)
-    stats = getattr(dls, "stats", None)
-    if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, spec.stats)):
-        warn(f"The data is normalised with {stats}, but {spec.name}'s pretrained weights expect {spec.stats}. "
-             "Build the DataLoaders with the default stats (ImageNet's) for pretrained models.")
-    model = create_model(spec.name, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
+    model = create_model(arch, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
+    stats, want = getattr(dls, "stats", None), model.spec.stats
+    if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, want)):
+        if normalize:
+            for dl in (dls.train, dls.valid, getattr(dls, "test", None)):
+                if dl is not None: dl.stats = want
+        else: warn(f"The data is normalised with {stats}, but {model.spec.arch}'s pretrained weights expect "
+                   f"{want}. Leave normalize=True to use theirs.")
     learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)
     if pretrained: learn.freeze()
     return learn

@@ -95,11 +95,11 @@ def layout(home: Path) -> Path:
 def random_weights(torch_home: Path, archs=None):
     "Randomly initialised ImageNet-shaped weights under torchvision's file names, where torch.hub looks first."
     import torch, torchvision
-    from lessonkit.models import arch_spec
+    from lessonkit.backbones import torchvision_weights
     ckpt = torch_home / "hub" / "checkpoints"; ckpt.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     for arch in sorted(set(archs or FULL_ARCH.values())):
-        fname = arch_spec(arch).weights_enum.url.rsplit("/", 1)[-1]
+        fname = torchvision_weights(arch).url.rsplit("/", 1)[-1]   # what pretrained=True loads
         torch.save(getattr(torchvision.models, arch)().state_dict(), ckpt / fname)
 
 
