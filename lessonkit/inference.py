@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_inference.ipynb #3c1c16cb
 from __future__ import annotations
-import copy, json, os
+import copy, importlib.util, json, os, warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,18 @@ import torchvision
 from torch import nn
 
 import lessonkit
-from .core import LessonkitError, atomic_write, check_arg, default_device, load_safely, shown
-from .augment import BatchAugment, aug_transforms, as_hw
+from .core import LessonkitError, atomic_write, check_arg, check_device, default_device, load_safely, shown
+from .augment import RESIZE_METHODS, BatchAugment, aug_transforms, as_hw, check_stats
 from .data import DataLoaders
 from .images import ImageSource, load_image
 from .loader import ImageLoader
 from .learner import Learner, arch_name
-from .models import ARCHS, TransferModel, create_model
+from .backbones import TIMM_EXTRA, arch_id
+from .models import HEADS, TransferModel, create_model
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'per_item_loss', 'get_preds', 'image_loader', 'predict', 'tta', 'manifest', 'export',
-           'load_learner']
+           'check_manifest', 'load_learner']
 
 # %% ../nbs/09_inference.ipynb #aa96cabe
 def per_item_loss(loss_func, # the learner's loss
@@ -131,6 +132,11 @@ def _jsonable(x):
     if isinstance(x, torch.Tensor): return x.tolist()
     return x
 
+def _timm_version(source: str) -> dict:
+    if source != "timm": return {}
+    import timm  # a timm model was built, so timm is there
+    return {"timm": timm.__version__}
+
 def manifest(learn: Learner) -> dict:
     "What `export` stores besides the weights."
     if not isinstance(learn.model, TransferModel):
@@ -140,24 +146,68 @@ def manifest(learn: Learner) -> dict:
     settings = getattr(dls, "settings", {})
     aug = getattr(dls.train, "augment", None)
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "arch": spec.arch, "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
+            "arch": spec.arch, "source": spec.source, "weights": spec.weights, "arch_stats": spec.stats,
+            "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
             "classes": list(dls.classes), "multi_label": bool(getattr(dls, "multi_label", False)),
             "loss": type(learn.loss_func).__name__,
             "size": list(dls.size), "stats": _jsonable(dls.stats), "bs": getattr(dls, "bs", 64),
             "item_resize": settings.get("item_resize", "squish"), "item_size": _jsonable(settings.get("item_size")),
             "augment": {k: _jsonable(v) for k, v in aug.settings.items()} if isinstance(aug, BatchAugment) else None,
             "versions": {"lessonkit": lessonkit.__version__, "torch": torch.__version__,
-                         "torchvision": torchvision.__version__}}
+                         "torchvision": torchvision.__version__, **_timm_version(spec.source)}}
 
 def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
     "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically."
     f = Path(fname)
     if not f.is_absolute() and len(f.parts) == 1: f = learn.path / f
-    f.parent.mkdir(parents=True, exist_ok=True)
-    state = {"manifest": json.dumps(manifest(learn)),
+    m = manifest(learn)
+    check_manifest(m, "this learner")   # never write a file that load_learner would refuse
+    state = {"manifest": json.dumps(m),
              "model": {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
-    with atomic_write(f) as fh: torch.save(state, fh)
+    with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
     return f
+
+# %% ../nbs/09_inference.ipynb #9a000004
+def _holds(f) -> bool:
+    "Whether `f()` runs without a LessonkitError, TypeError or ValueError (the checks below are plain predicates)."
+    try: f(); return True
+    except (LessonkitError, TypeError, ValueError): return False
+
+_whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+# key: (required, what it must be, the test); the keys added since version 1 began (source, weights, ...) are optional
+_MANIFEST_KEYS = {
+    "arch": (True, "the architecture's name", lambda v: isinstance(v, str) and bool(v)),
+    "source": (False, "'torchvision' or 'timm'", lambda v: v in ("torchvision", "timm")),
+    "weights": (False, "the name of the pretrained weights, or null", lambda v: v is None or isinstance(v, str)),
+    "arch_stats": (False, "the weights' [mean, std], or null", lambda v: _holds(lambda: check_stats(v))),
+    "head": (True, f"one of {', '.join(map(repr, (*HEADS, 'custom')))}", lambda v: v in (*HEADS, "custom")),
+    "head_kw": (True, "a dict of the head function's arguments", lambda v: isinstance(v, dict)),
+    "n_out": (True, "a whole number of outputs >= 1", lambda v: _whole(v) and v >= 1),
+    "keep_fc": (False, "true or false", lambda v: isinstance(v, bool)),
+    "classes": (True, "a list of distinct class names (strings)",
+                lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, str) for c in v) and len(set(v)) == len(v)),
+    "multi_label": (True, "true or false", lambda v: isinstance(v, bool)),
+    "loss": (False, "the loss's class name", lambda v: isinstance(v, str)),
+    "size": (True, "[height, width] in pixels", lambda v: isinstance(v, list) and _holds(lambda: as_hw(v))),
+    "stats": (True, "[mean, std] with every std > 0, or null", lambda v: _holds(lambda: check_stats(v))),
+    "bs": (False, "a whole number >= 1", lambda v: _whole(v) and v >= 1),
+    "item_resize": (True, f"one of {', '.join(map(repr, RESIZE_METHODS))}", lambda v: v in RESIZE_METHODS),
+    "item_size": (True, "[height, width] in pixels, or null", lambda v: v is None or (isinstance(v, list) and _holds(lambda: as_hw(v)))),
+    "augment": (False, "null or BatchAugment's settings", lambda v: v is None or (isinstance(v, dict) and _holds(lambda: BatchAugment(**v)))),
+}
+
+def check_manifest(m: dict, # a manifest, as `manifest` makes it or as read from a file
+                   where: str = "the manifest"): # what to call it in the message (e.g. the file)
+    "A `LessonkitError` listing every key of `m` that is missing or holds the wrong kind of value, or parts that disagree."
+    if not isinstance(m, dict): raise LessonkitError(f"{where} is not a JSON object but {shown(m)}: export the learner again.")
+    problems = [f"{k!r} is missing ({what})" if k not in m else f"{k!r} is {shown(m[k])}, not {what}"
+                for k, (required, what, ok) in _MANIFEST_KEYS.items() if (k in m or required) and not (k in m and ok(m[k]))]
+    if not problems and len(m["classes"]) != m["n_out"]:
+        problems.append(f"it names {len(m['classes'])} classes for a model with {m['n_out']} outputs: each output is one "
+                        "class, so they must be as many")
+    if problems:
+        raise LessonkitError(f"{where} cannot be used: " + "; ".join(problems) + ". A file written by learn.export() "
+                             "has none of these problems: it was edited or damaged. Export the learner again.")
 
 # %% ../nbs/09_inference.ipynb #e37a8fd9
 def _read_export(f: Path) -> tuple[dict, dict]:
@@ -168,13 +218,15 @@ def _read_export(f: Path) -> tuple[dict, dict]:
         raise LessonkitError(f"{f} is not a learner exported by lessonkit (no manifest). Export one with learn.export().")
     try: m = json.loads(state["manifest"])
     except json.JSONDecodeError as e: raise LessonkitError(f"The manifest in {f} is not valid JSON ({e}).") from e
-    if m.get("format") != FORMAT:
-        raise LessonkitError(f"{f} is a {m.get('format')!r} file, not a {FORMAT!r} file exported by lessonkit.")
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise LessonkitError(f"{f} is a {m.get('format') if isinstance(m, dict) else None!r} file, not a {FORMAT!r} file "
+                             "exported by lessonkit.")
     if m.get("format_version") != FORMAT_VERSION:
         raise LessonkitError(
             f"{f} uses export format version {m.get('format_version')} (written by lessonkit "
             f"{m.get('versions', {}).get('lessonkit')}); this lessonkit {lessonkit.__version__} reads version "
             f"{FORMAT_VERSION}. Install the lessonkit version that wrote it, or export the learner again.")
+    check_manifest(m, f"The manifest in {f}")
     return m, state["model"]
 
 def _inference_dls(m: dict, device: torch.device) -> DataLoaders:
@@ -193,11 +245,11 @@ def load_learner(fname: str | os.PathLike, # a file written by `learn.export`
     "Rebuild an exported learner, safely (no code runs), ready to predict. It needs no training data."
     f = Path(fname)
     m, weights = _read_export(f)
-    if arch is not None and arch != m["arch"]:
+    if arch is not None and arch_id(arch) != m["arch"]:
         raise LessonkitError(f"{f} holds a {m['arch']} model, not the {arch} you asked for.")
-    if m["arch"] not in ARCHS:
-        raise LessonkitError(f"{f} holds a {m['arch']} model, which this lessonkit does not know (it knows "
-                             f"{', '.join(ARCHS)}). Install the lessonkit version that wrote it.")
+    if m.get("source") == "timm" and importlib.util.find_spec("timm") is None:
+        raise LessonkitError(f"{f} holds a model of timm ({m['arch']}), and timm is not installed. Install lessonkit's "
+                             f"timm extra: {TIMM_EXTRA}")
     if m["head"] == "custom" and head is None:
         raise LessonkitError(f"{f} was exported with a custom head: pass the same head module, load_learner(f, head=...).")
     model = create_model(m["arch"], m["n_out"], pretrained=False,
@@ -206,6 +258,6 @@ def load_learner(fname: str | os.PathLike, # a file written by `learn.export`
     except RuntimeError as e:
         raise LessonkitError(f"The weights in {f} do not fit a {m['arch']} with a {m['head']} head and {m['n_out']} "
                              f"outputs, as its manifest says: {' '.join(str(e).split())[:300]}") from e
-    device = torch.device(device) if device is not None else default_device()
+    device = check_device(device)
     loss = _LOSSES[m["loss"]]() if m.get("loss") in _LOSSES else None
     return Learner(_inference_dls(m, device), model, loss_func=loss, path=f.parent, device=device)

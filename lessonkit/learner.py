@@ -20,11 +20,11 @@ from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
     CheckFiniteCallback, ProgressCallback, Recorder)
 from .metrics import metric_name
-from .models import TransferModel, arch_spec, create_model, layer_groups as model_layer_groups
+from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
 # %% auto #0
 __all__ = ['MAX_LR', 'NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups',
-           'check_lr', 'split_decay', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events',
+           'check_lr', 'split_decay', 'bf16_native', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events',
            'check_callback', 'LearnerCallbacks', 'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state',
            'set_rng_state', 'smallest_batch', 'Learner', 'vision_learner']
 
@@ -90,13 +90,19 @@ def split_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return decay, no_decay
 
 # %% ../nbs/07_learner.ipynb #b3db38b5
+def bf16_native(device: torch.device) -> bool:
+    "Whether a CUDA GPU computes in bfloat16 natively: compute capability 8.0+ (Ampere and later), or an AMD GPU."
+    if torch.version.hip: return True
+    # not torch.cuda.is_bf16_supported(): it is also True where bf16 is only emulated (e.g. a T4), which is slow
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
 def amp_dtype(device: torch.device, mixed_precision: bool | str | None = "auto") -> torch.dtype | None:
-    "The autocast dtype for `device`: 'auto' means bf16 (or fp16) on CUDA and none elsewhere; 'bf16'/'fp16' force one."
+    "The autocast dtype for `device`: 'auto' means bf16 (fp16 on GPUs without native bf16) on CUDA and none elsewhere; 'bf16'/'fp16' force one."
     if mixed_precision in (None, False): return None
     if mixed_precision in ("bf16", torch.bfloat16): return torch.bfloat16
     if mixed_precision in ("fp16", torch.float16): return torch.float16
     if device.type != "cuda": return torch.bfloat16 if mixed_precision is True else None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if bf16_native(device) else torch.float16
 
 def available_cpus() -> int:
     "CPU cores this process may use."
@@ -236,7 +242,7 @@ class LearnerSaving:
         f = self.weights_file(name)
         if not f.exists():
             raise LessonkitError(f"No saved weights at {f}. Check the name, or save them first with learn.save.")
-        state = load_safely(f, "a weights file", self.device)
+        state = load_safely(f, "a weights file")  # to the CPU: load_state_dict copies to the device
         if not isinstance(state, dict) or "model" not in state:
             raise LessonkitError(f"{f} does not hold weights saved by learn.save (for an exported learner use "
                                  "load_learner).")
@@ -273,7 +279,9 @@ class LearnerSaving:
         if not f.is_file():
             raise LessonkitError(f"No checkpoint at {f}: nothing to resume. Train with cbs=[CheckpointCallback()] to "
                                  "write one, or leave out resume= to start from the beginning.")
-        state = load_safely(f, "a checkpoint", self.device)
+        # to the CPU first: the optimizer's load_state_dict moves its state to the parameters' device, except Adam's step
+        # counts, which must stay on the CPU (on a GPU they cost two device syncs per parameter at every step)
+        state = load_safely(f, "a checkpoint")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise LessonkitError(f"{f} is not a checkpoint written by CheckpointCallback (for weights saved with "
                                  "learn.save, use learn.load).")
@@ -367,7 +375,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  wd_bn_bias: bool = False, # also decay normalisation layers and biases (fastai: bn_wd=True)
                  metrics: Callable | Sequence[Callable] | None = None, # functions `(probs, targets) -> float`
                  cbs: Callback | Sequence[Callback] | None = None, # extra callbacks (a Recorder and progress are always added)
-                 layer_groups: Sequence[nn.Module] | None = None, # default: early body, late body, head for a TransferModel
+                 layer_groups: Sequence[nn.Module] | None = None, # default: the body's stride groups and the head (`models.layer_groups`)
                  train_bn: bool = False, # train the BatchNorm layers of frozen groups (fastai's default is True)
                  path: str | os.PathLike = ".", # where `save`, `export` and logs write
                  device: torch.device | str | None = None, # default: the data's device
@@ -553,26 +561,29 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
 # %% ../nbs/07_learner.ipynb #464c27d2
 @delegates(Learner.__init__)
 def vision_learner(dls, # the data: its `.c` classes set the head's size
-                   arch: str | Callable = "mobilenet_v2", # architecture name or torchvision function
-                   pretrained: bool = True, # ImageNet weights for the body (then the body starts frozen)
+                   arch: str | Callable = "mobilenet_v2", # a torchvision name or function, or a timm name
+                   pretrained: bool | str = True, # ImageNet weights for the body (then the body starts frozen); see `create_model`
                    metrics: Callable | Sequence[Callable] | None = None, # e.g. `accuracy` or `[accuracy, error_rate]`
                    head: str | nn.Module | None = None, # "default", "caltech", "bn_drop" or a module
                    loss_func: Callable | None = None, # default: chosen from the data and head
                    n_out: int | None = None, # outputs (default: the number of classes)
                    head_kw: dict | None = None, # keyword arguments of the head function, e.g. {"p": 0.25}
                    keep_fc: bool = False, # keep the pretrained classifier's hidden layers in the body (VGG; see `create_model`)
+                   normalize: bool = True, # pretrained: normalise `dls` with the weights' statistics (sets them on its loaders)
                    **kwargs) -> Learner: # `Learner`'s other options (lr, wd, cbs, train_bn, path, ...), shown in the signature
     "A `Learner` with a pretrained body and a new head, e.g. `vision_learner(dls, 'resnet34', metrics=accuracy)`."
     _check_learner_args(dls, nn.Identity(), None, None, [], [])
     n_out = check_arg("n_out", n_out, int, ge=1, optional=True)
     if head_kw is not None and not isinstance(head_kw, dict):
         raise LessonkitError(f"head_kw must be a dict of the head function's arguments, e.g. {{'p': 0.25}}, not {shown(head_kw)}.")
-    spec = arch_spec(arch)
-    stats = getattr(dls, "stats", None)
-    if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, spec.stats)):
-        warn(f"The data is normalised with {stats}, but {spec.name}'s pretrained weights expect {spec.stats}. "
-             "Build the DataLoaders with the default stats (ImageNet's) for pretrained models.")
-    model = create_model(spec.name, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
+    model = create_model(arch, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
+    stats, want = getattr(dls, "stats", None), model.spec.stats
+    if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, want)):
+        if normalize:
+            for dl in (dls.train, dls.valid, getattr(dls, "test", None)):
+                if dl is not None: dl.stats = want
+        else: warn(f"The data is normalised with {stats}, but {model.spec.arch}'s pretrained weights expect "
+                   f"{want}. Leave normalize=True to use theirs.")
     learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)
     if pretrained: learn.freeze()
     return learn

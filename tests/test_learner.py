@@ -14,7 +14,8 @@ from lessonkit.core import LessonkitError, set_seed
 from lessonkit.data import DataLoaders
 from lessonkit.learner import Learner, vision_learner
 from lessonkit.metrics import accuracy, roc_auc
-from lessonkit.models import create_model, pretrained_state_dict
+from lessonkit.backbones import pretrained_state_dict
+from lessonkit.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PETS = ROOT / "data" / "pets" / "images"
@@ -45,7 +46,7 @@ class Cleanup(Callback):
 
 
 def test_modules_import_in_a_fresh_interpreter():
-    code = ("import lessonkit.models, lessonkit.metrics, lessonkit.callbacks, lessonkit.learner, lessonkit.schedule, "
+    code = ("import lessonkit.backbones, lessonkit.models, lessonkit.metrics, lessonkit.callbacks, lessonkit.learner, lessonkit.schedule, "
             "lessonkit.inference; from lessonkit.learner import activation_for; import torch; "
             "assert torch.allclose(activation_for(torch.nn.CrossEntropyLoss())(torch.zeros(1, 4)), torch.full((1, 4), 0.25))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -123,7 +124,7 @@ def test_fine_tune_discriminative_rates(pets):
     learn.fine_tune(1, base_lr=2e-3, cbs=[StopAfter(3)])
     assert learn.n_frozen == 0 and all(p.requires_grad for p in learn.model.parameters())
     assert len(learn.recorder.lrs) == 3
-    for lrs in learn.recorder.lrs: assert math.isclose(lrs[0] * 100, lrs[2], rel_tol=1e-9)
+    for lrs in learn.recorder.lrs: assert math.isclose(lrs[0] * 100, lrs[-1], rel_tol=1e-9)
 
 
 def test_loss_and_activation_follow_data_and_head(pets):
