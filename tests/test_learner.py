@@ -2,7 +2,7 @@
 
 The notebooks test each module's pieces; these tests run the package as a user would, outside the notebooks (so an
 import that only a notebook's hidden cell provides would fail here), including errors and interruptions."""
-import math, signal, subprocess, sys
+import math, re, signal, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -257,7 +257,7 @@ def test_bad_numbers_are_refused_and_change_nothing(fitted, call, message):
 
 
 def test_learner_arguments_are_checked(small):
-    with pytest.raises(LessonkitError, match="lr must be a finite number > 0 and <= 1e+30, not -1"): vision_learner(small, lr=-1)
+    with pytest.raises(LessonkitError, match=re.escape("lr must be a finite number > 0 and <= 1e+30, not -1")): vision_learner(small, lr=-1)
     with pytest.raises(LessonkitError, match="wd must be a finite number >= 0, not nan"): vision_learner(small, wd=float("nan"))
     with pytest.raises(LessonkitError, match=r"dls must be a DataLoaders .* not 'data/pets' \(a string\)"):
         vision_learner("data/pets")
