@@ -13,7 +13,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, atomic_write, in_notebook, show_progress
+from .core import LessonkitError, atomic_write, check_arg, in_notebook, show_progress
 
 if TYPE_CHECKING: from lessonkit.learner import Learner
 
@@ -281,7 +281,7 @@ class _Monitor(Callback):
     "Shared by early stopping and model saving: is the monitored value the best so far?"
     order = 20
     def __init__(self, monitor: str = "valid_loss", min_delta: float = 0.0, lower_is_better: bool | None = None):
-        self.monitor, self.min_delta = monitor, min_delta
+        self.monitor, self.min_delta = monitor, check_arg("min_delta", min_delta, ge=0)
         self.lower = ("loss" in monitor or "error" in monitor) if lower_is_better is None else lower_is_better
 
     def before_fit(self): self.best, self.best_epoch = math.inf if self.lower else -math.inf, None
@@ -303,7 +303,7 @@ class EarlyStoppingCallback(_Monitor):
                  patience: int = 1, # epochs to wait for an improvement
                  lower_is_better: bool | None = None): # default: True for losses and error rates
         super().__init__(monitor, min_delta, lower_is_better)
-        self.patience = patience
+        self.patience = check_arg("patience", patience, int, ge=1, hint="It is the epochs to wait for an improvement.")
 
     def before_fit(self): super().before_fit(); self.wait = 0
     def state_dict(self) -> dict: return {**super().state_dict(), "wait": self.wait}

@@ -202,7 +202,7 @@ def write_target(path: str | os.PathLike, # the file about to be written
     "`path` as a `Path` that can be written as a file, or a `LessonkitError` saying why not (no name, a folder, a file where a folder should be)."
     path = Path(path)
     if path.name in ("", ".", ".."):
-        raise LessonkitError(f"Cannot write to {str(path)!r}: it names no file. Give a file name, e.g. 'export.pth'.")
+        raise LessonkitError(f"Cannot write to {str(path)!r}: it names no file. Give a file name.")
     if path.is_dir():
         raise LessonkitError(f"Cannot write {path}: it is a folder. Give the name of a file inside it, e.g. {path / 'export.pth'}.")
     above = next((p for p in path.parents if p.exists()), None)

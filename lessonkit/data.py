@@ -261,6 +261,7 @@ class DataLoaders:
         if split not in SPLIT_NAMES: raise LessonkitError(f"split must be one of {SPLIT_NAMES}, not {shown(split)}.")
         dl = getattr(self, split, None)
         if dl is None: raise LessonkitError(f"No {split!r} loader: use one of {[s for s in SPLIT_NAMES if getattr(self, s)]}.")
+        if not dl.n: raise LessonkitError(f"The {split!r} loader holds no images to show.")
         dl = dl.new(bs=min(n, dl.n), drop_last=False)
         b = dl.one_batch()
         imgs = dl.decode(b[0])

@@ -34,6 +34,7 @@ def get_image_files(path: str | os.PathLike, # a folder
                     recurse: bool = True, # look in sub-folders too
                     folders: Sequence[str] | None = None) -> list[Path]: # only these sub-folders of `path`
     "All image files (by extension) under `path`, sorted; hidden files and folders (e.g. `.ipynb_checkpoints`) are left out."
+    if not isinstance(path, (str, os.PathLike)): raise LessonkitError(f"path must be a folder, not {shown(path)}.")
     path = Path(path)
     if not path.is_dir(): raise LessonkitError(f"{path} is not a folder. Pass the folder that holds the images.")
     roots = [path / f for f in folders] if folders else [path]
@@ -240,8 +241,7 @@ image_cache = ImageCache()
 
 def set_image_cache_size(mb: float | None): # megabytes (0: keep no images in memory); None: back to the default
     "Limit the memory decoded images may hold in this process (see `default_cache_bytes` for the default)."
-    if mb is not None and not mb >= 0:
-        raise LessonkitError(f"The image cache size is a number of megabytes >= 0 (or None for the default), not {mb!r}.")
+    mb = check_arg("mb", mb, ge=0, optional=True, hint="It is the image cache's size in megabytes (None: the default).")
     image_cache.resize(None if mb is None else int(mb * 2**20))
 
 def clear_image_cache():
@@ -355,6 +355,8 @@ def decode_images(items: Sequence[Path], # image files
 def check_images(path_or_files: str | os.PathLike | Sequence[str | os.PathLike], # a folder, or a list of files
                  num_workers: int | None = None) -> list[tuple[Path, str]]:
     "The files that cannot be used as images, as `(path, reason)` pairs (an empty list when all are fine)."
+    if not isinstance(path_or_files, (str, os.PathLike, list, tuple)):
+        raise LessonkitError(f"check_images takes a folder or a list of files, not {shown(path_or_files)}.")
     files = (get_image_files(path_or_files) if isinstance(path_or_files, (str, os.PathLike))
              else [Path(p) for p in path_or_files])
     nw = default_num_workers() if num_workers is None else num_workers

@@ -116,6 +116,7 @@ def tta(learn: Learner,
     n, beta = check_arg("n", n, int, ge=1, hint="It is the number of augmented passes."), check_arg("beta", beta, ge=0, le=1, optional=True)
     dl = _loader(learn, dl)
     augment = augment or getattr(learn.dls.train, "augment", None) or aug_transforms()
+    if not callable(augment): raise LessonkitError(f"augment must be an augmentation such as aug_transforms(), not {shown(augment)}.")
     aug_dl = dl.new(shuffle=False, augment=augment)
     aug = torch.stack([get_preds(learn, aug_dl)[0] for _ in range(n)]).mean(0)
     if beta is None: return aug, get_preds(learn, dl)[1]

@@ -353,8 +353,12 @@ def smallest_batch(dl) -> int | None:
 
 _BATCH_OF_ONE = "Expected more than 1 value per channel when training"   # torch's BatchNorm error
 
-def _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs):
+def _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs, layer_groups=None):
     "A `LessonkitError` for the `Learner` arguments that would fail later, deep in the loop."
+    if layer_groups is not None and not (isinstance(layer_groups, (list, tuple)) and layer_groups
+                                         and all(isinstance(g, nn.Module) for g in layer_groups)):
+        raise LessonkitError(f"layer_groups must be a non-empty list of the model's parts (nn.Modules), from its input to "
+                             f"its output, or None for the default; not {shown(layer_groups)}.")
     if not all(hasattr(dls, a) for a in ("train", "valid", "classes")):
         raise LessonkitError(f"dls must be a DataLoaders (e.g. DataLoaders.from_folder(path)): something with .train, "
                              f".valid and .classes, not {shown(dls)}.")
@@ -384,7 +388,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  num_threads: int | None = None): # on the CPU, torch's threads for the whole process (`use_cpu_threads`): None every core, 0 leave as is
         metrics = [] if metrics is None else list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
         cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs else []
-        _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs)
+        _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs, layer_groups)
         lr, wd = check_lr("lr", lr), check_arg("wd", wd, ge=0)
         if not isinstance(lr, float): raise LessonkitError(f"lr (the default rate) must be one number, not {shown(lr)}: give per-group rates to fit.")
         self.dls, self.model, self.opt_func, self.lr, self.wd, self.wd_bn_bias = dls, model, opt_func, lr, wd, wd_bn_bias

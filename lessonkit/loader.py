@@ -76,7 +76,7 @@ class ImageLoader:
             bs: int | None = None, drop_last: bool | None = None,
             device: torch.device | str | None = None) -> ImageLoader:
         "A loader over the same items sharing the decoded images, with some settings changed (e.g. TTA: `dl.new(augment=aug)`)."
-        return ImageLoader(self.items, self.images, self.labels, self.classes, bs=bs or self.bs,
+        return ImageLoader(self.items, self.images, self.labels, self.classes, bs=self.bs if bs is None else bs,
                            shuffle=self.shuffle if shuffle is None else shuffle,
                            drop_last=self.drop_last if drop_last is None else drop_last,
                            augment=self.augment if augment is _KEEP else augment, stats=self.stats,
