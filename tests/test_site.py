@@ -87,6 +87,12 @@ def test_site_pages_and_internal_links(site):
     assert not outside_resources, "\n".join(outside_resources[:40])
 
 
+def _module_pages() -> dict:
+    "Module name -> the stem of its notebook (its page is api/<stem>.html)."
+    return {m[1]: nb.stem for nb in (ROOT / "nbs").glob("*.ipynb")
+            for m in [re.search(r"#\|\s*default_exp\s+(\w+)", nb.read_text(encoding="utf8"))] if m}
+
+
 def _text(page: Path) -> str:
     "A page's text, as one line."
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf8"))).split())
@@ -95,7 +101,9 @@ def _text(page: Path) -> str:
 def test_api_reference_shows_signatures_and_docstrings(site):
     "Every public function and class of a module has its anchor, signature and docstring on the module's page."
     import ast
-    for mod, page in [("learner", "07_learner"), ("colab", "12_colab"), ("data", "02_data")]:
+    pages = _module_pages()
+    for mod in ["learner", "colab", "data", "schedule"]:
+        page = pages[mod]
         tree = ast.parse((ROOT / "lessonkit" / f"{mod}.py").read_text(encoding="utf8"))
         public = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                       and getattr(n.targets[0], "id", "") == "__all__")
@@ -105,12 +113,12 @@ def test_api_reference_shows_signatures_and_docstrings(site):
                 assert f'id="lessonkit.{mod}.{node.name}"' in raw, (mod, node.name)
                 doc = "".join(ast.get_docstring(node).replace("`", "").split())[:50]   # spacing aside
                 assert doc in "".join(text.split()), (mod, node.name, doc)
-    learner = "".join(_text(site / "api" / "07_learner.html").split())
-    assert "lessonkit.learner.vision_learner(dls,arch:str|Callable='mobilenet_v2'" in learner   # a signature
-    colab = _text(site / "api" / "12_colab.html")   # nbdev's parameter comments, as a parameter list
+    learner = "".join(_text(site / "api" / f"{pages['learner']}.html").split())
+    assert "lessonkit.learner.vision_learner(dls,arch:" in learner   # a signature
+    colab = _text(site / "api" / f"{pages['colab']}.html")   # nbdev's parameter comments, as a parameter list
     assert re.search(r"Parameters : clone (–|--) the setup cell's clone of the repository", colab)
     assert re.search(r"quiet (–|--) print nothing", colab)   # its comment is after `) -> None:`
-    assert 'href="../_modules/lessonkit/learner.html' in (site / "api" / "07_learner.html").read_text(encoding="utf8")
+    assert 'href="../_modules/lessonkit/learner.html' in (site / "api" / f"{pages['learner']}.html").read_text(encoding="utf8")
 
 
 def _serve(folder: Path):
@@ -179,7 +187,7 @@ def test_site_in_browser(browser_page):
                                   "els => els.map(e => [e.innerText.trim(), e.getAttribute('href')])")
     lesson_links = [(t, h) for t, h in nav if "lessons/" in h]
     assert [Path(urlparse(h).path).stem for _, h in lesson_links] == [nb.stem for nb in LESSONS], nav
-    assert sum("api/" in h for _, h in nav) >= 13, nav
+    assert {Path(urlparse(h).path).stem for _, h in nav if "api/" in h} >= set(_module_pages().values()), nav
 
     for (title, href), nb in zip(lesson_links, LESSONS):
         pg.goto(pg.base, wait_until="load", timeout=LOAD_S * 1000)
@@ -207,7 +215,7 @@ def test_site_in_browser(browser_page):
     assert any("lessons/" in h for h in hits) and any("api/" in h for h in hits), hits
     pg.screenshot(path=str(ARTIFACTS / "site_search.png"), full_page=False)
 
-    pg.goto(pg.base + "api/05_metrics.html", wait_until="load", timeout=LOAD_S * 1000)   # a formula, by local MathJax
+    pg.goto(pg.base + f"api/{_module_pages()['metrics']}.html", wait_until="load", timeout=LOAD_S * 1000)   # a formula
     pg.wait_for_function("() => document.querySelectorAll('.MathJax, .MathJax_Display, mjx-container').length > 0",
                          timeout=LOAD_S * 1000)
     assert not pg.outside, f"{len(pg.outside)} requests to outside hosts: {pg.outside[:10]}"

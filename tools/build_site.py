@@ -217,8 +217,11 @@ def build(out: Path = ROOT / "_site", runs: Path = RUNS, execute: bool = True, q
     readme = (ROOT / "README.md").read_text(encoding="utf8")
     _write(src / "index.md", home_page(readme, lessons, modules, helpers, cfg), written)
     for f in (DOCS / "_static").glob("*.svg"): _write(src / "_static" / f.name, f.read_text(encoding="utf8"), written)
-    for f in [p for p in src.rglob("*") if p.is_file()]:   # pages of notebooks that are gone
-        if f not in written: f.unlink(); written.add("changed")
+    gone = [p for p in src.rglob("*") if p.is_file() and p not in written]   # pages of notebooks that are gone
+    for f in gone: f.unlink()
+    if gone:   # Sphinx forgets a removed page but leaves its HTML (and links from it) behind: write the site anew
+        shutil.rmtree(STAGE / "html", ignore_errors=True)
+        written.add("changed")
     copy_mathjax(STAGE / "static")
     stamp, digest = STAGE / "html.digest", _inputs_digest()
     if "changed" not in written and stamp.exists() and stamp.read_text() == digest:
