@@ -45,7 +45,7 @@ site: $(SITE_STAMP)
 
 # The repository's URL in the lessons' badges and setup cells and in the README, from settings.ini (user, repo, branch).
 badges:
-	python3 tools/sync_repo_urls.py
+	$(PY) tools/sync_repo_urls.py
 
 # A wheel of lessonkit in dist/ (the same build tests/test_packaging.py makes and tests); pip install dist/lessonkit-*.whl
 wheel: setup
