@@ -34,9 +34,9 @@ suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure", "m
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": True}
 autodoc_typehints = "signature"
-autodoc_inherit_docstrings = False   # a constant without its own doc must not show its type's (dict's) docstring
 
-# MathJax 2 from the PyPI package jupyter-server-mathjax, copied into _static/mathjax by tools/build_site.py.
+# MathJax 2 from the PyPI package jupyter-server-mathjax (tools/build_site.py copies it to build/site/static/mathjax,
+# served as _static/mathjax): formulas render with nothing loaded from a CDN.
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {"HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None, "preferredFont": None},
                    "menuSettings": {"zoom": "None"}, "showMathMenu": False}
