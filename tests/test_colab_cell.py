@@ -91,7 +91,11 @@ def test_setup_cell_in_simulated_colab(colab, capsys):
     assert len(out) == 2 and all(l.startswith("lessonkit ") and "in Colab" in l for l in out), out   # one line a run
 
 
-def test_failed_clone_says_what_to_do(colab, monkeypatch):
+@pytest.mark.parametrize("runtime", ["colab", "kaggle"])
+def test_failed_clone_says_what_to_do(colab, monkeypatch, runtime):
+    if runtime == "kaggle":   # Kaggle: no google.colab module, its own environment variable
+        monkeypatch.delitem(sys.modules, "google.colab")
+        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.setenv("LESSONKIT_REPO", (ROOT / "no-such-repository").as_uri())
     with pytest.raises(RuntimeError) as e: colab(installed=False)
     msg = str(e.value)
