@@ -12,35 +12,51 @@ import torch
 from .core import LessonkitError, atomic_write, in_colab, in_test
 
 # %% auto #0
-__all__ = ['MODES', 'environment_info', 'setup_notebook', 'lesson_mode', 'lesson_seed', 'Claims', 'record_results']
+__all__ = ['MODES', 'environment_info', 'setup_notebook', 'mount_drive', 'lesson_mode', 'lesson_seed', 'Claims', 'record_results']
 
 # %% ../nbs/12_colab.ipynb #747ace18
 def environment_info() -> dict:
-    "What this notebook runs on: Python, torch, torchvision, lessonkit, CUDA, the GPU and its memory."
+    "What this notebook runs on: Python, torch, torchvision, lessonkit, Colab or Kaggle, CUDA, the GPU and its memory."
     import torchvision
     from lessonkit import __version__
     info = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "lessonkit": __version__, "colab": in_colab(), "cuda": torch.cuda.is_available(), "gpu": None,
-            "gpu_memory_gb": None, "cpu_cores": os.cpu_count()}
+            "lessonkit": __version__, "colab": in_colab(), "kaggle": "KAGGLE_KERNEL_RUN_TYPE" in os.environ,
+            "cuda": torch.cuda.is_available(), "gpu": None, "gpu_memory_gb": None, "cpu_cores": os.cpu_count()}
     if info["cuda"]:
         p = torch.cuda.get_device_properties(0)
         info.update(gpu=p.name, gpu_memory_gb=round(p.total_memory / 2**30, 1))
     return info
 
-def setup_notebook(mount_drive: bool = False, # in Colab, mount Google Drive at /content/drive
-                   quiet: bool = False) -> dict: # don't print
-    "Print what this notebook runs on and, in Colab, optionally mount Google Drive; harmless anywhere else."
+def _has_samples() -> bool:
+    from lessonkit.datasets import sample_path
+    try: return sample_path("pets").is_dir()
+    except LessonkitError: return False
+
+def setup_notebook(clone: str | os.PathLike | None = None, # the setup cell's clone of the repository, if any
+                   repo: str | None = None, # the repository's URL, named in the hint when no sample data is found
+                   quiet: bool = False) -> None: # print nothing
+    "Point lessonkit at the clone's sample data (unless `$LESSONKIT_SAMPLES` is set) and print one line about this machine."
+    if clone is not None and (Path(clone) / "data").is_dir() and not os.environ.get("LESSONKIT_SAMPLES"):
+        os.environ["LESSONKIT_SAMPLES"] = str(Path(clone) / "data")   # the bundled samples, for sample mode (no GPU)
+    if quiet: return
     info = environment_info()
-    if mount_drive:
-        if in_colab():
-            from google.colab import drive  # only exists in Colab
-            drive.mount("/content/drive")
-        elif not quiet: print("mount_drive=True ignored: not running in Colab.")
-    if not quiet:
-        gpu = f"{info['gpu']} ({info['gpu_memory_gb']} GB)" if info["cuda"] else "none: training runs on the CPU, so lessons use sample mode"
-        print(f"Python {info['python']} · torch {info['torch']} · torchvision {info['torchvision']} · lessonkit {info['lessonkit']}")
-        print(f"GPU: {gpu} · CPU cores: {info['cpu_cores']}" + (" · in Colab" if info["colab"] else ""))
-    return info
+    gpu = f"GPU {info['gpu']} ({info['gpu_memory_gb']} GB)" if info["cuda"] else "no GPU, so lessons run in sample mode"
+    where = " · in Colab" if info["colab"] else " · in Kaggle" if info["kaggle"] else ""
+    print(f"lessonkit {info['lessonkit']} · torch {info['torch']} · Python {info['python']} · {gpu} · "
+          f"{info['cpu_cores']} CPU cores{where}")
+    if not info["cuda"] and not _has_samples():   # e.g. lessonkit installed from a wheel, without the repository
+        print("Sample mode needs the course's sample data (the repository's data/ folder), not found here: "
+              f"clone the repository{f' ({repo})' if repo else ''} or set LESSONKIT_SAMPLES to its data/ folder.")
+
+# %% ../nbs/12_colab.ipynb #a83e41d6
+def mount_drive(needed: bool = True, # False: this run doesn't read from Drive (e.g. sample mode)
+                at: str = "/content/drive") -> None: # where Colab mounts it
+    "In Colab, mount Google Drive at `at` if `needed`; otherwise print one line saying why it was not mounted."
+    if not in_colab(): print("Google Drive: not mounted (not in Colab; full mode reads your data from this machine).")
+    elif not needed: print("Google Drive: not mounted (this run doesn't need it).")
+    else:
+        from google.colab import drive  # only exists in Colab
+        drive.mount(at)
 
 # %% ../nbs/12_colab.ipynb #1acd0363
 MODES = ("full", "sample")
