@@ -12,7 +12,8 @@ import torch
 from .core import LessonkitError, atomic_write, in_colab, in_test
 
 # %% auto #0
-__all__ = ['MODES', 'environment_info', 'setup_notebook', 'lesson_mode', 'record_results']
+__all__ = ['MODES', 'environment_info', 'setup_notebook', 'lesson_mode', 'results_table', 'Results', 'record_results',
+           'export_final']
 
 # %% ../nbs/12_colab.ipynb #747ace18
 def environment_info() -> dict:
@@ -53,16 +54,66 @@ def lesson_mode(mode: str | None = None) -> str: # "full", "sample", or None to 
     return mode
 
 # %% ../nbs/12_colab.ipynb #2ab3d2f9
-def record_results(results: dict, # this run's numbers, e.g. {"accuracy": 0.61, "train_seconds": 95}
-                   source: dict | None = None) -> str: # the source's numbers for the same keys, where it reported them
-    "Print `results` beside `source` as a table, save them to `$LESSONKIT_RESULTS` if set, and return the table text."
+from .display import DisplayOnce, Table, format_value, rich_output, show
+
+def results_table(results: dict, # the numbers: {name: value}, or {step: {name: value}} (plain values: the title)
+                  source: dict | None = None) -> Table: # the source's numbers, the same shape
+    "The table `record_results` shows: one row per step, or one row per number for a flat dict."
     source = source or {}
-    keys = list(results) + [k for k in source if k not in results]
-    fmt = lambda v: "—" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
-    w = max(len(k) for k in keys) + 2
-    rows = [f"{'':{w}}{'this run':>12}{'source':>12}"] + [f"{k:{w}}{fmt(results.get(k)):>12}{fmt(source.get(k)):>12}" for k in keys]
-    table = "\n".join(rows)
-    print(table)
+    steps = [k for k, v in results.items() if isinstance(v, dict)]
+    if not steps:
+        keys = list(results) + [k for k in source if k not in results]
+        rows = [{"": k, "this run": format_value(results.get(k), k), "source": format_value(source.get(k), k)}
+                for k in keys]
+        return Table(rows, ["", "this run"] + (["source"] if source else []))
+    steps += [k for k, v in source.items() if isinstance(v, dict) and k not in results]
+    ours = lambda s: results.get(s) if isinstance(results.get(s), dict) else {}
+    theirs = lambda s: source.get(s) if isinstance(source.get(s), dict) else {}
+    columns = ["step"]
+    for m in dict.fromkeys(m for s in steps for m in [*ours(s), *theirs(s)]):
+        if any(m in ours(s) for s in steps): columns.append(m)
+        if any(m in theirs(s) for s in steps): columns.append(f"{m} (source)")
+    rows = [{"step": s, **{c: format_value(ours(s).get(c), c) for c in columns[1:] if not c.endswith(" (source)")},
+             **{c: format_value(theirs(s).get(c.removesuffix(" (source)")), c.removesuffix(" (source)"))
+                for c in columns[1:] if c.endswith(" (source)")}} for s in steps]
+    title = " · ".join(f"{k} {format_value(v, k)}" for k, v in results.items() if not isinstance(v, dict))
+    return Table(rows, columns, title)
+
+class Results(DisplayOnce, dict):
+    "What `record_results` recorded: the numbers as given (a dict), shown as one table."
+    def __init__(self, results: dict, source: dict | None = None):
+        super().__init__(results)
+        self.source = dict(source or {})
+
+    @property
+    def table(self) -> Table: return results_table(self, self.source)
+
+    def _mime(self) -> dict:
+        t = self.table
+        return {"text/html": t.html(), "text/plain": t.text()}
+
+def record_results(results: dict, # this run's numbers: {name: value}, or one dict per step, e.g. {"frozen": {"accuracy": 0.61}}
+                   source: dict | None = None) -> Results: # the source's numbers, the same shape, where it reported them
+    "Show `results` beside `source` as one table, save them to `$LESSONKIT_RESULTS` if set, and return them."
+    r = Results(results, source)
     if out := os.environ.get("LESSONKIT_RESULTS"):
         with atomic_write(out, "w") as f: json.dump(results, f, indent=1, default=str)
-    return table
+    if rich_output(): show(r)  # once, whether or not the cell ends with the call, or with `;`
+    else: print(r.table.text())
+    return r
+
+# %% ../nbs/12_colab.ipynb #21187ebb
+from .display import say
+
+def export_final(learn, # the learner the lesson ends with
+                 fname: str = "export.pth") -> Path: # the file's name
+    "Export the lesson's final model to `$LESSONKIT_RUN_DIR` (set by `make lesson`) or `learn.path`; print and return where."
+    folder = Path(os.environ.get("LESSONKIT_RUN_DIR") or learn.path)
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LessonkitError(f"Cannot create {folder} for the final model: {e.strerror or e}. Set LESSONKIT_RUN_DIR "
+                             "(or the learner's path) to a writable folder.") from e
+    path = learn.export(folder / fname)
+    say(f"The final model is saved to {path} ({path.stat().st_size / 2**20:.1f} MB); "
+        f"load it with lessonkit.inference.load_learner({str(path)!r}).")
+    return path

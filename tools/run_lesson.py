@@ -3,8 +3,9 @@
     python tools/run_lesson.py nbs/lessons/01_pets.ipynb [--out runs/]
 
 Cells marked `#| eval: false` (the Colab setup cell) are skipped, as under the tests. The executed notebook, with
-all its outputs and plots, is saved to runs/<lesson>.ipynb; the lesson's key results (it records them with
-`lessonkit.colab.record_results`) and the wall time are printed at the end.
+all its outputs and plots, is saved to runs/<lesson>.ipynb. The lesson's final model, which it exports with
+`lessonkit.colab.export_final`, goes to runs/<lesson>/export.pth. At the end the runner prints the lesson's key
+results (it records them with `lessonkit.colab.record_results`), the exported model's path and the wall time.
 """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -23,35 +24,50 @@ def _skip(cell) -> bool:
     return direc.get("eval:", [""])[0].lower() == "false"
 
 
+def _shown(path: Path) -> str:
+    "A path relative to the current folder when it is inside it (what `make lesson` users see), else absolute."
+    try: return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError: return str(path.resolve())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebook", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "runs")
     a = ap.parse_args()
-    nb_path = a.notebook.resolve()
-    a.out.mkdir(parents=True, exist_ok=True)
-    dest, results = a.out / nb_path.name, a.out / f"{nb_path.stem}.results.json"
-    results.unlink(missing_ok=True)
+    nb_path, out = a.notebook.resolve(), a.out.resolve()  # absolute: the lesson runs in its own folder
+    out.mkdir(parents=True, exist_ok=True)
+    dest, results = out / nb_path.name, out / f"{nb_path.stem}.results.json"
+    run_dir = out / nb_path.stem  # what the lesson keeps: its final model
+    final = run_dir / "export.pth"
+    results.unlink(missing_ok=True); final.unlink(missing_ok=True)  # never report a previous run's files
     os.environ["LESSONKIT_RESULTS"] = str(results)
+    os.environ["LESSONKIT_RUN_DIR"] = str(run_dir)
     os.environ.setdefault("MPLBACKEND", "Agg")
     nb = NBProcessor(nb_path, process=True).nb
-    print(f"Running {nb_path.relative_to(ROOT)} headless (this takes a few minutes on a CPU)...", flush=True)
+    print(f"Running {_shown(nb_path)} headless (this takes a few minutes on a CPU)...", flush=True)
     start = time.time()
     shell = CaptureShell(nb_path)
     sys.path.insert(0, str(ROOT))
+    cwd = Path.cwd()
     os.chdir(nb_path.parent)
     try: shell.run_all(nb, exc_stop=True, preproc=_skip)
     except Exception:
         sys.stderr.write(shell.prettytb(fname=nb_path) + "\n")
         write_nb(nb, dest)
         sys.exit(f"The lesson failed; the notebook as far as it ran is saved to {dest}")
+    finally: os.chdir(cwd)
     secs = time.time() - start
     write_nb(nb, dest)
-    print(f"\nExecuted notebook saved to {dest}")
+    print(f"\nExecuted notebook saved to {_shown(dest)}")
     if results.exists():
-        print("Key results:")
-        for k, v in json.loads(results.read_text()).items(): print(f"  {k}: {v}")
-    print(f"  wall time: {secs:.0f} s")
+        from lessonkit.colab import results_table
+        print("Key results:\n" + results_table(json.loads(results.read_text())).text())
+    if final.exists():
+        print(f"Final model exported to {_shown(final)} ({final.stat().st_size / 2**20:.1f} MB); load it with "
+              f"lessonkit.inference.load_learner({_shown(final)!r})")
+    else: print("(This lesson exports no final model: it does not call lessonkit.colab.export_final.)")
+    print(f"Wall time: {secs:.0f} s")
 
 
 if __name__ == "__main__": main()
