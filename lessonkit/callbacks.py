@@ -6,13 +6,13 @@
 from __future__ import annotations
 import csv, io, math, re, time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from .core import LessonkitError, atomic_write, in_notebook, show_progress
-from .display import NotebookFigure, Table, figure, live_notebook, show, subplots
+from .display import NotebookFigure, Table, live_notebook, show, subplots
 
 if TYPE_CHECKING: from lessonkit.learner import Learner
 

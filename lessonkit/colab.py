@@ -92,6 +92,8 @@ class Results(DisplayOnce, dict):
         t = self.table
         return {"text/html": t.html(), "text/plain": t.text()}
 
+    def _repr_pretty_(self, p, cycle): p.text(self.table.text())  # IPython's text for dicts would replace the table
+
 def record_results(results: dict, # this run's numbers: {name: value}, or one dict per step, e.g. {"frozen": {"accuracy": 0.61}}
                    source: dict | None = None) -> Results: # the source's numbers, the same shape, where it reported them
     "Show `results` beside `source` as one table, save them to `$LESSONKIT_RESULTS` if set, and return them."

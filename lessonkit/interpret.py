@@ -4,9 +4,8 @@
 
 # %% ../nbs/10_interpret.ipynb #09df647c
 from __future__ import annotations
-import html
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator

@@ -8,11 +8,10 @@ matplotlib's defaults (the inline backend, not yet set up when the first figure 
 flags, as a user's notebook runs, and counts what each cell shows. The second runs a small lesson through the
 headless runner and checks the executed copy and what the runner prints, including the exported final model.
 """
-import json, os, subprocess, sys, textwrap
+import os, subprocess, sys
 from pathlib import Path
 
 import nbformat
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET = "application/vnd.jupyter.widget-view+json"
