@@ -225,7 +225,8 @@ class LRFindResult(DisplayOnce):
         stop = f"; stopped: {self.stopped}" if self.stopped else ""
         return Table(rows, title=f"LR finder: {len(self.lrs)} steps{stop}", digits=3)
 
-    def plot(self, lr: float | None = None) -> NotebookFigure: # mark this learning rate too
+    def plot(self, lr: float | None = None, # also mark this learning rate on the curve
+            ) -> NotebookFigure:
         "The loss against the learning rate (log scale), each suggestion marked on the curve."
         return show(lr_find_figure(self, lr))
 
