@@ -73,9 +73,13 @@ def results_table(results: dict, # the numbers: {name: value}, or {step: {name: 
     for m in dict.fromkeys(m for s in steps for m in [*ours(s), *theirs(s)]):
         if any(m in ours(s) for s in steps): columns.append(m)
         if any(m in theirs(s) for s in steps): columns.append(f"{m} (source)")
-    rows = [{"step": s, **{c: format_value(ours(s).get(c), c) for c in columns[1:] if not c.endswith(" (source)")},
-             **{c: format_value(theirs(s).get(c.removesuffix(" (source)")), c.removesuffix(" (source)"))
-                for c in columns[1:] if c.endswith(" (source)")}} for s in steps]
+    rows = []
+    for s in steps:
+        row = {"step": s}
+        for c in columns[1:]:
+            name = c.removesuffix(" (source)")
+            row[c] = format_value((ours(s) if c == name else theirs(s)).get(name), name)
+        rows.append(row)
     title = " · ".join(f"{k} {format_value(v, k)}" for k, v in results.items() if not isinstance(v, dict))
     return Table(rows, columns, title)
 
