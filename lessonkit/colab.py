@@ -12,8 +12,8 @@ import torch
 from .core import LessonkitError, atomic_write, in_colab, in_test
 
 # %% auto #0
-__all__ = ['MODES', 'environment_info', 'setup_notebook', 'lesson_mode', 'results_table', 'Results', 'record_results',
-           'export_final']
+__all__ = ['MODES', 'environment_info', 'setup_notebook', 'lesson_mode', 'lesson_seed', 'Claims', 'results_table', 'Results',
+           'record_results', 'export_final']
 
 # %% ../nbs/12_colab.ipynb #747ace18
 def environment_info() -> dict:
@@ -52,6 +52,49 @@ def lesson_mode(mode: str | None = None) -> str: # "full", "sample", or None to 
     if mode is None: mode = "sample" if in_test() or not torch.cuda.is_available() else "full"
     if mode not in MODES: raise LessonkitError(f"Unknown lesson mode {mode!r}: use one of {MODES}.")
     return mode
+
+# %% ../nbs/12_colab.ipynb #9a1615c2
+def lesson_seed(default: int = 42) -> int: # the seed when `$LESSONKIT_SEED` is not set
+    "The lesson's training seed: `$LESSONKIT_SEED` if set (the claims check runs lessons under several), else `default`."
+    raw = os.environ.get("LESSONKIT_SEED", "").strip()
+    if not raw: return default
+    try: return int(raw)
+    except ValueError: raise LessonkitError(f"LESSONKIT_SEED={raw!r} is not a whole number: set it to e.g. 0, 1 or 2, "
+                                            "or unset it to use the lesson's own seed.") from None
+
+class Claims:
+    "The statements a lesson's text makes about its own run, each with whether it holds and the numbers behind it."
+    def __init__(self, lesson: str, # the lesson's name, e.g. "01_pets"
+                 mode: str): # the mode this run used: "full" or "sample"
+        if mode not in MODES: raise LessonkitError(f"Unknown lesson mode {mode!r}: use one of {MODES}.")
+        self.lesson, self.mode, self.items = lesson, mode, []
+
+    def add(self, claim: str, # the sentence, as the lesson's text makes it
+            holds: bool, # whether it holds on this run
+            shown_in: str = "sample", # "full": only the full dataset can show it; recorded, not checked in sample mode
+            **numbers) -> bool: # the measured numbers behind it, e.g. acc_96=0.51, acc_160=0.64
+        "Record one claim; returns whether it holds."
+        if shown_in not in MODES: raise LessonkitError(f"shown_in={shown_in!r}: use one of {MODES}.")
+        if any(c["claim"] == claim for c in self.items): raise LessonkitError(f"The claim {claim!r} was added twice.")
+        self.items.append({"claim": claim, "holds": bool(holds), "shown_in": shown_in, "numbers": numbers})
+        return bool(holds)
+
+    def failed(self) -> list[dict]:
+        "The claims this mode should show but this run does not (in full mode, every claim counts)."
+        return [c for c in self.items if not c["holds"] and (self.mode == "full" or c["shown_in"] == "sample")]
+
+    def check(self) -> None:
+        "Write the claims to `$LESSONKIT_CLAIMS` if set, then raise if any claim this mode should show does not hold."
+        if out := os.environ.get("LESSONKIT_CLAIMS"):
+            record = {"lesson": self.lesson, "mode": self.mode, "seed": lesson_seed(), "claims": self.items}
+            with atomic_write(out, "w") as f: json.dump(record, f, indent=1, default=float)
+        if bad := self.failed():
+            lines = "\n".join(f"- {c['claim']}: {c['numbers']}" for c in bad)
+            raise LessonkitError(f"{len(bad)} of {len(self.items)} claims of {self.lesson} do not hold on this run "
+                                 f"(seed {lesson_seed()}):\n{lines}\nThe lesson's text and its run disagree: change "
+                                 "the recipe or the text.")
+
+    def __repr__(self): return f"Claims({self.lesson!r}, {self.mode!r}, {len(self.items)} claims, {len(self.failed())} failed)"
 
 # %% ../nbs/12_colab.ipynb #2ab3d2f9
 from .display import DisplayOnce, Table, format_value, rich_output, show

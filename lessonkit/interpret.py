@@ -13,6 +13,7 @@ from PIL import Image
 
 from .core import LessonkitError
 from .display import NotebookFigure, Table, figure, show
+from .images import BadImageError, open_image
 
 # %% auto #0
 __all__ = ['load_thumb', 'short_name', 'figure_grid', 'class_order', 'ClassificationInterpretation']
@@ -20,16 +21,13 @@ __all__ = ['load_thumb', 'short_name', 'figure_grid', 'class_order', 'Classifica
 # %% ../nbs/10_interpret.ipynb #a5e5045d
 def load_thumb(path: str | Path, # an image file
                size: int = 128) -> Image.Image: # the longest side after shrinking, in pixels
-    "An RGB PIL image no larger than `size` on its longest side (greyscale and RGBA files are converted)."
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))  # JPEG: decode at reduced size, much faster for big photos
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            return im
-    except (OSError, ValueError) as e:
-        raise LessonkitError(f"Could not read the image {path} ({e}). Check that the file exists and is an image, "
+    "An RGB PIL image no larger than `size` on its longest side, opened as training opens it (`open_image`)."
+    try: im = open_image(path, (size, size), "pad")  # a JPEG is decoded at reduced size: much faster for big photos
+    except BadImageError as e:
+        raise LessonkitError(f"Could not read the image {path} ({e.reason}). Check that the file exists and is an image, "
                              "or remove it from the dataset.") from e
+    im.thumbnail((size, size))
+    return im
 
 def short_name(s: str, n: int = 22) -> str:
     "Shorten a long class name for a plot title."

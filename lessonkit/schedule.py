@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_schedule.ipynb #e0968157
 from __future__ import annotations
-import copy, html, math
+import copy, html, math, warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -51,8 +51,12 @@ class OneCycleScheduler(Callback):
 
     def before_batch(self):
         if not self.learn.training: return
-        if self.sched is not None: self.sched.step()
-        else: self._make()
+        if self.sched is None: self._make(); return
+        with warnings.catch_warnings():
+            # fp16: the gradient scaler skips the optimizer's step while it finds its scale (a run's first steps), and
+            # torch then warns that the schedule stepped before the optimizer; expected here, and harmless
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+            self.sched.step()
 
     # on resume: the same schedule, at the step where the checkpoint was written
     def state_dict(self) -> dict:

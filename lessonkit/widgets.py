@@ -14,6 +14,7 @@ from PIL import Image
 
 from .core import LessonkitError, atomic_write, in_notebook
 from .display import NotebookFigure, fig_to_png, figure, show, subplots
+from .images import BadImageError, open_image
 from .interpret import ClassificationInterpretation, figure_grid, load_thumb, short_name
 from .schedule import finder_curve, finder_suggestions, lr_find_figure, lr_text
 
@@ -205,13 +206,9 @@ def mistakes_browser(interp: ClassificationInterpretation, # from `Classificatio
 
 # %% ../nbs/11_widgets.ipynb #c5096331
 def _as_pil(img) -> Image.Image:
-    "A PIL image from a path, bytes, or PIL image."
-    try:
-        if isinstance(img, Image.Image): return img.convert("RGB")
-        if isinstance(img, (bytes, bytearray, memoryview)): return Image.open(io.BytesIO(bytes(img))).convert("RGB")
-        return Image.open(img).convert("RGB")
-    except (OSError, ValueError) as e:
-        raise LessonkitError(f"Could not read the image ({e}). Upload a JPEG or PNG photo.") from e
+    "A PIL image from a path, bytes, or PIL image, opened as training opens images (`open_image`)."
+    try: return open_image(img)
+    except BadImageError as e: raise LessonkitError(f"Could not read the image ({e.reason}). Upload a JPEG or PNG photo.") from e
 
 def _draw_topk(ax, result: Sequence[tuple[str, float]], title: str):
     "Bars of the top-k probabilities on `ax`, the most probable at the top in green."
@@ -259,7 +256,7 @@ class UploadPredict(_View):
                 name: str | None = None) -> list[tuple[str, float]]: # shown above the result
         "Predict one image, update the view, and return the top-k (class, probability)."
         pil = _as_pil(img)
-        label, idx, probs = self.learn.predict(pil)
+        label, idx, probs = self.learn.predict(img)   # the upload's bytes: decoded exactly as its file would be
         p = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64).reshape(-1)
         order = np.argsort(-p, kind="stable")[: self.k]
         self.result = [(self.classes[j], float(p[j])) for j in order]
