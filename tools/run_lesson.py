@@ -3,8 +3,9 @@
     python tools/run_lesson.py nbs/lessons/01_pets.ipynb [--out runs/]
 
 Cells marked `#| eval: false` (the setup cell) are skipped, as under the tests. The executed notebook, with all its
-outputs and plots, is saved to runs/<lesson>.ipynb; the lesson's key results (it records them with
-`lessonkit.colab.record_results`) and the wall time are printed at the end.
+outputs and plots, is saved to runs/<lesson>.ipynb. The lesson's final model, which it exports with
+`lessonkit.colab.export_final`, goes to runs/<lesson>/export.pth. At the end the runner prints the lesson's key
+results (it records them with `lessonkit.colab.record_results`), the exported model's path and the wall time.
 
 The functions here are shared with tests/test_notebooks.py (which saves the lessons it runs to runs/ the same way)
 and, through tools/executed.py, tools/build_site.py (which shows those copies on the course website while fresh).
@@ -76,28 +77,41 @@ def save_executed(nb, dest: Path) -> Path:
     return dest
 
 
+def _shown(path: Path) -> str:
+    "A path relative to the current folder when it is inside it (what `make lesson` users see), else absolute."
+    try: return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError: return str(path.resolve())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebook", type=Path)
     ap.add_argument("--out", type=Path, default=RUNS)
     a = ap.parse_args()
-    nb_path = a.notebook.resolve()
-    dest, results = a.out / nb_path.name, a.out / f"{nb_path.stem}.results.json"
-    results.unlink(missing_ok=True)
+    nb_path, out = a.notebook.resolve(), a.out.resolve()  # absolute: the lesson runs in its own folder
+    out.mkdir(parents=True, exist_ok=True)
+    dest, results = out / nb_path.name, out / f"{nb_path.stem}.results.json"
+    run_dir = out / nb_path.stem  # what the lesson keeps: its final model
+    final = run_dir / "export.pth"
+    results.unlink(missing_ok=True); final.unlink(missing_ok=True)  # never report a previous run's files
     os.environ["LESSONKIT_RESULTS"] = str(results)
+    os.environ["LESSONKIT_RUN_DIR"] = str(run_dir)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    name = nb_path.relative_to(ROOT) if nb_path.is_relative_to(ROOT) else nb_path
-    print(f"Running {name} headless (this takes a few minutes on a CPU)...", flush=True)
+    print(f"Running {_shown(nb_path)} headless (this takes a few minutes on a CPU)...", flush=True)
     ok, secs, nb, err = execute(nb_path)
     save_executed(nb, dest)
     if not ok:
         sys.stderr.write(err + "\n")
-        sys.exit(f"The lesson failed; the notebook as far as it ran is saved to {dest}")
-    print(f"\nExecuted notebook saved to {dest}")
+        sys.exit(f"The lesson failed; the notebook as far as it ran is saved to {_shown(dest)}")
+    print(f"\nExecuted notebook saved to {_shown(dest)}")
     if results.exists():
-        print("Key results:")
-        for k, v in json.loads(results.read_text()).items(): print(f"  {k}: {v}")
-    print(f"  wall time: {secs:.0f} s")
+        from lessonkit.colab import results_table
+        print("Key results:\n" + results_table(json.loads(results.read_text())).text())
+    if final.exists():
+        print(f"Final model exported to {_shown(final)} ({final.stat().st_size / 2**20:.1f} MB); load it with "
+              f"lessonkit.inference.load_learner({_shown(final)!r})")
+    else: print("(This lesson exports no final model: it does not call lessonkit.colab.export_final.)")
+    print(f"Wall time: {secs:.0f} s")
 
 
 if __name__ == "__main__": main()
