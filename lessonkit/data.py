@@ -256,7 +256,7 @@ class DataLoaders:
                    split: str = "train", # 'train', 'valid' or 'test'
                    ncols: int | None = None, figsize: tuple[float, float] | None = None):
         "A grid of `n` images of one batch of `split` (augmented, for train) titled with their labels; returns the Figure."
-        from matplotlib.figure import Figure
+        from lessonkit.display import NotebookFigure as Figure, show  # a figure that shows exactly once in a notebook
         n = check_arg("n", n, int, ge=1)
         if split not in SPLIT_NAMES: raise LessonkitError(f"split must be one of {SPLIT_NAMES}, not {shown(split)}.")
         dl = getattr(self, split, None)
@@ -273,7 +273,7 @@ class DataLoaders:
         for ax, im, t in zip(axs.flat, imgs, titles):
             ax.imshow(im.permute(1, 2, 0).numpy()); ax.set_title(t, fontsize=9)
         fig.tight_layout()
-        return fig
+        return show(fig)
 
     def to(self, device: torch.device | str) -> DataLoaders:
         "Send every loader's batches to `device`; returns self."

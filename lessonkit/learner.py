@@ -18,7 +18,7 @@ from .core import (LessonkitError, atomic_write, check_arg, check_device, check_
                             default_device, delegates, load_safely, shown, warn)
 from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
-    CheckFiniteCallback, ProgressCallback, Recorder)
+    CheckFiniteCallback, ProgressCallback, Recorder, ShowGraphCallback)
 from .metrics import metric_name
 from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
@@ -406,7 +406,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         self.train_bn, self.n_frozen, self.opt, self.path = train_bn, 0, None, Path(path)
         self.training, self.epoch, self.n_epoch, self.valid_loss, self.valid_metrics = False, 0, 0, None, {}
         self.cbs = []
-        self.add_cbs([Recorder(), ProgressCallback(), CheckFiniteCallback(), *cbs])
+        self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(), *cbs])
 
     @property
     def metric_names(self) -> list[str]: return [metric_name(m) for m in self.metrics]
