@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 import lessonkit
-from .core import LessonkitError, atomic_write, check_arg, check_device, default_device, load_safely, shown
+from .core import LessonkitError, atomic_write, check_arg, check_device, load_safely, shown
 from .augment import RESIZE_METHODS, BatchAugment, aug_transforms, as_hw, check_stats
 from .data import DataLoaders
 from .images import ImageSource, load_image
@@ -162,7 +162,8 @@ def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
     f = Path(fname)
     if not f.is_absolute() and len(f.parts) == 1: f = learn.path / f
     m = manifest(learn)
-    check_manifest(m, "this learner")   # never write a file that load_learner would refuse
+    check_manifest(m, "This learner's manifest", "Export a learner made for its data: vision_learner(dls, ...) with "
+                   "no n_out gives as many outputs as classes.")   # never write a file that load_learner would refuse
     state = {"manifest": json.dumps(m),
              "model": {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
     with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
@@ -198,7 +199,9 @@ _MANIFEST_KEYS = {
 }
 
 def check_manifest(m: dict, # a manifest, as `manifest` makes it or as read from a file
-                   where: str = "the manifest"): # what to call it in the message (e.g. the file)
+                   where: str = "the manifest", # what to call it in the message (e.g. the file)
+                   fix: str = "A file written by learn.export() has none of these problems: it was edited or damaged. "
+                              "Export the learner again."): # what to do about it
     "A `LessonkitError` listing every key of `m` that is missing or holds the wrong kind of value, or parts that disagree."
     if not isinstance(m, dict): raise LessonkitError(f"{where} is not a JSON object but {shown(m)}: export the learner again.")
     problems = [f"{k!r} is missing ({what})" if k not in m else f"{k!r} is {shown(m[k])}, not {what}"
@@ -207,8 +210,7 @@ def check_manifest(m: dict, # a manifest, as `manifest` makes it or as read from
         problems.append(f"it names {len(m['classes'])} classes for a model with {m['n_out']} outputs: each output is one "
                         "class, so they must be as many")
     if problems:
-        raise LessonkitError(f"{where} cannot be used: " + "; ".join(problems) + ". A file written by learn.export() "
-                             "has none of these problems: it was edited or damaged. Export the learner again.")
+        raise LessonkitError(f"{where} cannot be used: " + "; ".join(problems) + f". {fix}")
 
 # %% ../nbs/09_inference.ipynb #e37a8fd9
 def _read_export(f: Path) -> tuple[dict, dict]:
