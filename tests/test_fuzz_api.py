@@ -181,6 +181,7 @@ def test_training_calls_with_odd_numbers(learner):
             label, i, probs = pred
             check_probs(probs[None], 1, 2); assert label == learner.classes[i]
     run()
+    print(f"outcomes: {dict(counts)}")
     assert counts["ran"] >= 0.2 * sum(counts.values()) and counts["refused"] >= 0.2 * sum(counts.values()), counts
 
 # ---------------------------------------------------------------------------------------------- prediction calls
@@ -237,6 +238,7 @@ def test_predict_with_odd_images(learner):
             check_probs(probs[None], 1, 2); assert label == learner.classes[i]
             assert not no_pixels(item), "an image with no pixels was given a label"
     run()
+    print(f"outcomes: {dict(counts)}")
     assert counts["ran"] >= 0.2 * sum(counts.values()) and counts["refused"] >= 0.2 * sum(counts.values()), counts
 
 
@@ -254,6 +256,7 @@ def test_tta_and_get_preds_with_odd_arguments(learner, dls):
             probs, targets = res
             check_probs(probs, len(probs), 2); assert len(probs) == (dl or dls.valid).n
     run()
+    print(f"outcomes: {dict(counts)}")
     assert counts["ran"] >= 0.2 * sum(counts.values()) and counts["refused"] >= 0.2 * sum(counts.values()), counts
 
 
@@ -287,4 +290,5 @@ def test_data_options_odd_values():
             x, y = dl.one_batch()
             assert x.shape[1:] == (3, *d.size) and torch.isfinite(x).all() and len(x) == len(y) <= d.bs
     run()
+    print(f"outcomes: {dict(counts)}")
     assert counts["ran"] >= 0.1 * sum(counts.values()) and counts["refused"] >= 0.2 * sum(counts.values()), counts
