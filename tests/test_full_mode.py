@@ -36,7 +36,7 @@ SHRINK = {
     "02_cifar10": "BIG = 48; PLAIN_EPOCHS = EPOCHS = FINE_EPOCHS = 1; LR_FIND_ITERS = 4",
     "03_vehicles": "SIZE = 64; EPOCHS = UNFROZEN_EPOCHS = FINE_EPOCHS = 1; LR_FIND_ITERS = 4; "
                    "MAX_EPOCHS, PATIENCE = 2, 1; DATA_PATH = {vehicles!r}",
-    "04_caltech101": "SIZE = 64; MAX_EPOCHS, PATIENCE = 2, 1",
+    "04_caltech101": "SIZE = 64; MAX_EPOCHS, PATIENCE = 2, 1; HAND_EPOCHS = 1",
 }
 FULL_ARCH = {"01_pets": "resnet34", "02_cifar10": "resnet50", "03_vehicles": "resnet50", "04_caltech101": "vgg16"}
 
