@@ -16,7 +16,7 @@ from .display import NotebookFigure, Table, figure, show
 from .images import BadImageError, open_image
 
 # %% auto #0
-__all__ = ['load_thumb', 'short_name', 'figure_grid', 'class_order', 'ClassificationInterpretation']
+__all__ = ['load_thumb', 'ClassificationInterpretation']
 
 # %% ../nbs/10_interpret.ipynb #a5e5045d
 def load_thumb(path: str | Path, # an image file
@@ -29,12 +29,12 @@ def load_thumb(path: str | Path, # an image file
     im.thumbnail((size, size))
     return im
 
-def short_name(s: str, n: int = 22) -> str:
+def _short_name(s: str, n: int = 22) -> str:
     "Shorten a long class name for a plot title."
     return s if len(s) <= n else s[: n - 1] + "…"
 
 # %% ../nbs/10_interpret.ipynb #ffaa10bb
-def figure_grid(n: int, ncols: int | None, cell: float, extra_h: float = 0.6) -> tuple[NotebookFigure, list]:
+def _figure_grid(n: int, ncols: int | None, cell: float, extra_h: float = 0.6) -> tuple[NotebookFigure, list]:
     "A figure with `n` image axes in a grid, each `cell` inches wide (plus `extra_h` inches for a title)."
     ncols = ncols or min(n, 5)
     nrows = max(1, -(-n // ncols))
@@ -43,7 +43,7 @@ def figure_grid(n: int, ncols: int | None, cell: float, extra_h: float = 0.6) ->
     for ax in axs: ax.set_axis_off()
     return fig, list(axs)
 
-def class_order(cm: np.ndarray, # confusion counts [c, c], rows actual
+def _class_order(cm: np.ndarray, # confusion counts [c, c], rows actual
                 classes: Sequence[str], # class names
                 sort: str | None = None) -> list[int]: # None, 'name', 'accuracy' or 'confusion'
     "Class indices in the order a confusion matrix should list them."
@@ -212,12 +212,12 @@ class ClassificationInterpretation:
         self._need_items()
         losses, idx = self.top_losses(k, largest)
         if len(idx) == 0: raise LessonkitError("There are no images to show: this interpretation is empty.")
-        fig, axs = figure_grid(len(idx), ncols, cell)
+        fig, axs = _figure_grid(len(idx), ncols, cell)
         for ax, i, loss in zip(axs, idx, losses):
             p, t = int(self.preds[i]), int(self.targets[i])
             ax.imshow(load_thumb(self.items[i], size))
-            ax.set_title(f"{short_name(self.classes[p])} ({self.probs[i, p]:.2f})\n"
-                         f"{short_name(self.classes[t])} ({self.probs[i, t]:.2f})\nloss {loss:.2f}",
+            ax.set_title(f"{_short_name(self.classes[p])} ({self.probs[i, p]:.2f})\n"
+                         f"{_short_name(self.classes[t])} ({self.probs[i, t]:.2f})\nloss {loss:.2f}",
                          fontsize=8, color="C3" if p != t else "C2")
         fig.suptitle(f"{'Highest' if largest else 'Lowest'} losses: predicted (prob) / actual (prob) / loss",
                      fontsize=10)
@@ -232,7 +232,7 @@ class ClassificationInterpretation:
                               figsize: tuple[float, float] | None = None) -> NotebookFigure: # default grows with classes
         "The confusion matrix as a heat map, readable for 37 or 101 classes (normalise, sort, keep the top_n)."
         full = self.confusion_matrix()
-        order = class_order(full, self.classes, sort if top_n is None else (sort or "confusion"))
+        order = _class_order(full, self.classes, sort if top_n is None else (sort or "confusion"))
         if top_n is not None:
             off = full.copy(); np.fill_diagonal(off, 0)
             involved = off.sum(0) + off.sum(1)
@@ -248,7 +248,7 @@ class ClassificationInterpretation:
         im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, interpolation="nearest", vmin=0)
         fig.colorbar(im, ax=ax, shrink=0.6, label="fraction of the actual class" if normalize else "images")
         fs = 9 if n <= 15 else 7 if n <= 40 else 5 if n <= 80 else 4
-        names = [short_name(self.classes[i], 24) for i in order]
+        names = [_short_name(self.classes[i], 24) for i in order]
         ax.set_xticks(range(n), names, rotation=90, fontsize=fs)
         ax.set_yticks(range(n), names, fontsize=fs)
         ax.set_xlabel("predicted"); ax.set_ylabel("actual")
@@ -286,7 +286,7 @@ class ClassificationInterpretation:
         worst: dict[tuple, list[str]] = {}
         for j in np.argsort(y, kind="stable")[:label_worst]: worst.setdefault(pts[j], []).append(rows[j]["class"])
         for (px, py), names in worst.items():
-            ax.annotate("\n".join(short_name(nm, 18) for nm in names), (px, py), fontsize=7, xytext=(8, 0),
+            ax.annotate("\n".join(_short_name(nm, 18) for nm in names), (px, py), fontsize=7, xytext=(8, 0),
                         textcoords="offset points", va="bottom" if py < 0.5 else "top")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training images of the class" + (" (points spread sideways where they overlap)" if jitter else ""))
@@ -310,14 +310,14 @@ class ClassificationInterpretation:
             raise LessonkitError(f"No {'' if which == 'all' else which + ' '}images of {name!r} in this set "
                                  f"({int((self.targets == self.class_index(name)).sum())} images of it in all). "
                                  "Try which='all' or another class.")
-        fig, axs = figure_grid(len(idx), ncols, cell, extra_h=0.15 * (top + 1) + 0.3)
+        fig, axs = _figure_grid(len(idx), ncols, cell, extra_h=0.15 * (top + 1) + 0.3)
         for ax, i in zip(axs, idx):
             ax.imshow(load_thumb(self.items[i], size))
             guesses = self.top_preds(i, top)
-            lines = [f"{'✓ ' if n == name else ''}{short_name(n, 20)} {p:.2f}" for n, p in guesses]
+            lines = [f"{'✓ ' if n == name else ''}{_short_name(n, 20)} {p:.2f}" for n, p in guesses]
             if name not in [n for n, _ in guesses]:  # the true class is further down: say where
                 rank = int((self.probs[i] > self.probs[i, self.targets[i]]).sum()) + 1
-                lines.append(f"✓ {short_name(name, 20)} {self.probs[i, self.targets[i]]:.2f} (#{rank})")
+                lines.append(f"✓ {_short_name(name, 20)} {self.probs[i, self.targets[i]]:.2f} (#{rank})")
             ax.set_title("\n".join(lines), fontsize=8, color="C2" if self.preds[i] == self.targets[i] else "C3")
         fig.suptitle(f"Actual class {name}: {len(idx)} image(s), top {top} predictions", fontsize=10)
         return show(fig)

@@ -15,13 +15,12 @@ from PIL import Image
 from .core import LessonkitError, atomic_write, in_notebook
 from .display import NotebookFigure, fig_to_png, figure, show, subplots
 from .images import BadImageError, open_image
-from .interpret import ClassificationInterpretation, figure_grid, load_thumb, short_name
-from .schedule import finder_curve, finder_suggestions, lr_find_figure, lr_text
+from .interpret import ClassificationInterpretation, _figure_grid, load_thumb, _short_name
+from .schedule import _finder_curve, _finder_suggestions, lr_find_figure, _lr_text
 
 # %% auto #0
-__all__ = ['ANY', 'KEEP', 'DELETE', 'can_render_widgets', 'set_chart', 'thumb_jpeg', 'MistakesBrowser', 'mistakes_browser',
-           'plot_topk', 'UploadPredict', 'upload_predict', 'ImageCleaner', 'image_cleaner', 'LRFindExplorer',
-           'lr_find_explorer']
+__all__ = ['ANY', 'KEEP', 'DELETE', 'can_render_widgets', 'MistakesBrowser', 'mistakes_browser', 'plot_topk', 'UploadPredict',
+           'upload_predict', 'ImageCleaner', 'image_cleaner', 'LRFindExplorer', 'lr_find_explorer']
 
 # %% ../nbs/11_widgets.ipynb #aac30079
 ANY = "(any)"
@@ -34,7 +33,7 @@ def _static(static: bool | None) -> bool:
     "Resolve the `static` argument: None means 'only where widgets cannot render'."
     return (not can_render_widgets()) if static is None else bool(static)
 
-def set_chart(image: W.Image, # the widget that shows the chart
+def _set_chart(image: W.Image, # the widget that shows the chart
               fig: NotebookFigure, # the chart
               scale: float = 2): # pixels drawn per pixel shown: 2 is sharp on high-density screens too
     "Show `fig` in an `Image` widget at its own size (its inches at its dpi), drawn `scale` times finer."
@@ -43,7 +42,7 @@ def set_chart(image: W.Image, # the widget that shows the chart
     image.width, image.height = str(w), str(h)
     image.layout.width, image.layout.height = f"{w}px", f"{h}px"
 
-def thumb_jpeg(path: str | Path, # an image file
+def _thumb_jpeg(path: str | Path, # an image file
                size: int = 128) -> bytes: # longest side in pixels
     "A JPEG thumbnail of an image file, as bytes."
     buf = io.BytesIO()
@@ -92,13 +91,13 @@ def _caption(interp: ClassificationInterpretation, i: int, top: int = 3) -> str:
     lines = [f"<code>{html.escape(name)}</code>",
              f"<span style='color:{colour}'>predicted: {html.escape(interp.classes[p])} {interp.probs[i, p]:.2f}</span>",
              f"actual: {html.escape(interp.classes[t])} {interp.probs[i, t]:.2f}"]
-    if others: lines.append("also: " + " · ".join(f"{html.escape(short_name(n, 20))} {q:.2f}" for n, q in others))
+    if others: lines.append("also: " + " · ".join(f"{html.escape(_short_name(n, 20))} {q:.2f}" for n, q in others))
     lines.append(f"loss {interp.losses[i]:.2f}")
     return f"<div style='font-size:11px;line-height:1.3'>{'<br>'.join(lines)}</div>"
 
 def _card(interp: ClassificationInterpretation, i: int, size: int, top: int, cache: dict) -> W.VBox:
     "One image with its caption."
-    if i not in cache: cache[i] = thumb_jpeg(interp.items[i], size)
+    if i not in cache: cache[i] = _thumb_jpeg(interp.items[i], size)
     img = W.Image(value=cache[i], format="jpeg", layout=W.Layout(max_width=f"{size}px", max_height=f"{size}px"))
     cap = W.HTML(_caption(interp, i, top)); cap.add_class("lessonkit-caption")
     return W.VBox([img, cap],
@@ -186,12 +185,12 @@ class MistakesBrowser(_View):
         "The current page as a figure."
         if not self.shown:
             fig = figure((5, 1)); fig.text(0.5, 0.5, self.count_label.value, ha="center"); return fig
-        fig, axs = figure_grid(len(self.shown), None, 2.2, extra_h=0.8)
+        fig, axs = _figure_grid(len(self.shown), None, 2.2, extra_h=0.8)
         for ax, s in zip(axs, self.shown):
             ax.imshow(load_thumb(s["path"], self.size))
             i = s["index"]; p, t = self.interp.preds[i], self.interp.targets[i]
-            ax.set_title(f"{s['path'].name}\npredicted {short_name(s['predicted'])} {self.interp.probs[i, p]:.2f}\n"
-                         f"actual {short_name(s['actual'])} {self.interp.probs[i, t]:.2f}\nloss {s['loss']:.2f}",
+            ax.set_title(f"{s['path'].name}\npredicted {_short_name(s['predicted'])} {self.interp.probs[i, p]:.2f}\n"
+                         f"actual {_short_name(s['actual'])} {self.interp.probs[i, t]:.2f}\nloss {s['loss']:.2f}",
                          fontsize=7, color="C2" if p == t else "C3")
         fig.suptitle(self.count_label.value, fontsize=9)
         return fig
@@ -212,7 +211,7 @@ def _as_pil(img) -> Image.Image:
 
 def _draw_topk(ax, result: Sequence[tuple[str, float]], title: str):
     "Bars of the top-k probabilities on `ax`, the most probable at the top in green."
-    names, ps = [short_name(n, 24) for n, _ in result][::-1], [p for _, p in result][::-1]
+    names, ps = [_short_name(n, 24) for n, _ in result][::-1], [p for _, p in result][::-1]
     bars = ax.barh(names, ps, color=["C0"] * (len(ps) - 1) + ["C2"])
     ax.bar_label(bars, labels=[f"{p:.1%}" for p in ps], fontsize=8, padding=2)
     ax.set_xlim(0, 1.15); ax.set_xlabel("probability")
@@ -264,7 +263,7 @@ class UploadPredict(_View):
         self.image_name = name or (Path(img).name if isinstance(img, (str, Path)) else "image")
         thumb = pil.copy(); thumb.thumbnail((self.size, self.size))
         buf = io.BytesIO(); thumb.save(buf, format="JPEG", quality=85); self.photo.value = buf.getvalue()
-        set_chart(self.chart, _topk_figure(self.result, f"top {len(self.result)}"))
+        _set_chart(self.chart, _topk_figure(self.result, f"top {len(self.result)}"))
         self.result_label.value = (f"<b>{html.escape(self.image_name)}</b>: predicted "
                                    f"<b>{html.escape(self.label)}</b> ({self.result[0][1]:.1%})")
         return self.result
@@ -390,10 +389,10 @@ class ImageCleaner(_View):
         "The current page as a figure (where widgets cannot render, mark images from code with `.mark(path, action)`)."
         if not self.shown:
             fig = figure((5, 1)); fig.text(0.5, 0.5, "no images", ha="center"); return fig
-        fig, axs = figure_grid(len(self.shown), None, 2.0, extra_h=0.6)
+        fig, axs = _figure_grid(len(self.shown), None, 2.0, extra_h=0.6)
         for ax, s in zip(axs, self.shown):
             ax.imshow(load_thumb(s["path"], self.size))
-            ax.set_title(f"{s['path'].name}\nlabel {short_name(s['label'], 18)}\nloss {s['loss']:.2f}", fontsize=7)
+            ax.set_title(f"{s['path'].name}\nlabel {_short_name(s['label'], 18)}\nloss {s['loss']:.2f}", fontsize=7)
         fig.suptitle(self.count_label.value, fontsize=9)
         return fig
 
@@ -414,13 +413,13 @@ class LRFindExplorer(_View):
 
     def __init__(self, result, static: bool = False):
         self.result, self.static = result, static
-        self.lrs, self.losses = finder_curve(result)
-        self.suggestions = finder_suggestions(result)
+        self.lrs, self.losses = _finder_curve(result)
+        self.suggestions = _finder_suggestions(result)
         self.rates = sorted(set(self.lrs.tolist()) | set(self.suggestions.values()))  # the slider's stops
         start = self.suggestions.get("valley", self.rates[len(self.rates) // 2])
-        self.slider = W.SelectionSlider(options=[(lr_text(v), v) for v in self.rates], value=start, description="lr",
+        self.slider = W.SelectionSlider(options=[(_lr_text(v), v) for v in self.rates], value=start, description="lr",
                                         continuous_update=False, layout=W.Layout(width="420px"))
-        self.buttons = {k: W.Button(description=f"{k} {lr_text(v)}", layout=W.Layout(width="170px"))
+        self.buttons = {k: W.Button(description=f"{k} {_lr_text(v)}", layout=W.Layout(width="170px"))
                         for k, v in self.suggestions.items()}
         for k, b in self.buttons.items(): b.on_click(lambda _, v=self.suggestions[k]: self.set_lr(v))
         self.info, self.chart = W.Label(), W.Image(format="png")
@@ -445,8 +444,8 @@ class LRFindExplorer(_View):
         self.slider.value = self.rates[int(np.argmin(np.abs(np.log(self.rates) - np.log(lr))))]
 
     def _update(self):
-        self.info.value = f"lr {lr_text(self.lr)}: loss {self.loss_at:.3f} (use it as lr_max in fit_one_cycle)"
-        set_chart(self.chart, self._figure())
+        self.info.value = f"lr {_lr_text(self.lr)}: loss {self.loss_at:.3f} (use it as lr_max in fit_one_cycle)"
+        _set_chart(self.chart, self._figure())
 
     def describe(self) -> str: return self.info.value
 
