@@ -5,15 +5,16 @@
 # %% ../nbs/10_interpret.ipynb #09df647c
 from __future__ import annotations
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .core import LessonkitError, check_arg
-from .display import NotebookFigure, Table, figure, show
+from .display import Table, figure, show
 from .images import BadImageError, open_image
+
+if TYPE_CHECKING: from lessonkit.display import NotebookFigure  # a type only: naming it at run time would import matplotlib
 
 # %% auto #0
 __all__ = ['load_thumb', 'ClassificationInterpretation']
@@ -288,6 +289,7 @@ class ClassificationInterpretation:
         for (px, py), names in worst.items():
             ax.annotate("\n".join(_short_name(nm, 18) for nm in names), (px, py), fontsize=7, xytext=(8, 0),
                         textcoords="offset points", va="bottom" if py < 0.5 else "top")
+        from matplotlib.ticker import MaxNLocator  # here, not at the top: importing matplotlib waits for the first figure
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training images of the class" + (" (points spread sideways where they overlap)" if jitter else ""))
         ax.set_ylabel("accuracy of the class (on the set interpreted)")

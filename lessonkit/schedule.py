@@ -16,10 +16,12 @@ from .core import LessonkitError, check_arg, check_keywords, show_progress, show
 from .callbacks import (
     Callback, CancelFitException, CancelValidException, CheckFiniteCallback, CheckpointCallback, CSVLogger,
     EarlyStoppingCallback, ProgressCallback, Recorder, SaveModelCallback, ShowGraphCallback)
-from .display import DisplayOnce, NotebookFigure, Table, figure, show
+from .display import DisplayOnce, Table, figure, show
 
 from .learner import check_lr
-if TYPE_CHECKING: from lessonkit.learner import Learner
+if TYPE_CHECKING:
+    from lessonkit.display import NotebookFigure  # a type only: naming it at run time would import matplotlib
+    from lessonkit.learner import Learner
 
 # %% auto #0
 __all__ = ['OneCycleScheduler', 'fit_one_cycle', 'fine_tune', 'LRFinder', 'LRFindResult', 'suggest_lrs', 'lr_find_figure',

@@ -4,19 +4,29 @@
 
 # %% ../nbs/11_widgets.ipynb #c7ee23fc
 from __future__ import annotations
-import base64, csv, html, io
+import base64, csv, html, importlib, io
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import ipywidgets as W
 from PIL import Image
 
 from .core import LessonkitError, atomic_write, in_notebook
-from .display import NotebookFigure, fig_to_png, figure, show, subplots
+from .display import fig_to_png, figure, show, subplots
 from .images import BadImageError, open_image
 from .interpret import ClassificationInterpretation, _figure_grid, load_thumb, _short_name
 from .schedule import _finder_curve, _finder_suggestions, lr_find_figure, _lr_text
+
+if TYPE_CHECKING: from lessonkit.display import NotebookFigure  # a type only: naming it at run time would import matplotlib
+
+class _LazyModule:
+    "A module imported when first used: ipywidgets (and IPython under it) would add ~0.3 s to every `import lessonkit`."
+    def __init__(self, name: str): self._name, self._module = name, None
+    def __getattr__(self, attr: str):
+        if self._module is None: self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+_W = _LazyModule("ipywidgets")
 
 # %% auto #0
 __all__ = ['ANY', 'KEEP', 'DELETE', 'can_render_widgets', 'MistakesBrowser', 'mistakes_browser', 'plot_topk', 'UploadPredict',
@@ -33,7 +43,7 @@ def _static(static: bool | None) -> bool:
     "Resolve the `static` argument: None means 'only where widgets cannot render'."
     return (not can_render_widgets()) if static is None else bool(static)
 
-def _set_chart(image: W.Image, # the widget that shows the chart
+def _set_chart(image: _W.Image, # the widget that shows the chart
               fig: NotebookFigure, # the chart
               scale: float = 2): # pixels drawn per pixel shown: 2 is sharp on high-density screens too
     "Show `fig` in an `Image` widget at its own size (its inches at its dpi), drawn `scale` times finer."
@@ -51,7 +61,7 @@ def _thumb_jpeg(path: str | Path, # an image file
 
 class _View:
     "Shared behaviour: show the widget, with a static picture for frontends that cannot render widgets."
-    widget: W.Widget
+    widget: _W.Widget
     static: bool = False
     def _figure(self) -> NotebookFigure: raise NotImplementedError
 
@@ -74,10 +84,10 @@ class _View:
 
     def _make_pager(self):
         "Prev/Next buttons that call `self.goto`, a label for the count, and the grid that pages fill."
-        self.prev_button = W.Button(description="◀ Prev", layout=W.Layout(width="90px"))
-        self.next_button = W.Button(description="Next ▶", layout=W.Layout(width="90px"))
-        self.count_label = W.Label(); self.count_label.add_class("lessonkit-count")
-        self.grid = W.Box(layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self.prev_button = _W.Button(description="◀ Prev", layout=_W.Layout(width="90px"))
+        self.next_button = _W.Button(description="Next ▶", layout=_W.Layout(width="90px"))
+        self.count_label = _W.Label(); self.count_label.add_class("lessonkit-count")
+        self.grid = _W.Box(layout=_W.Layout(flex_flow="row wrap", align_items="flex-start"))
         self.prev_button.on_click(lambda _: self.goto(self.page - 1))
         self.next_button.on_click(lambda _: self.goto(self.page + 1))
 
@@ -95,13 +105,13 @@ def _caption(interp: ClassificationInterpretation, i: int, top: int = 3) -> str:
     lines.append(f"loss {interp.losses[i]:.2f}")
     return f"<div style='font-size:11px;line-height:1.3'>{'<br>'.join(lines)}</div>"
 
-def _card(interp: ClassificationInterpretation, i: int, size: int, top: int, cache: dict) -> W.VBox:
+def _card(interp: ClassificationInterpretation, i: int, size: int, top: int, cache: dict) -> _W.VBox:
     "One image with its caption."
     if i not in cache: cache[i] = _thumb_jpeg(interp.items[i], size)
-    img = W.Image(value=cache[i], format="jpeg", layout=W.Layout(max_width=f"{size}px", max_height=f"{size}px"))
-    cap = W.HTML(_caption(interp, i, top)); cap.add_class("lessonkit-caption")
-    return W.VBox([img, cap],
-                  layout=W.Layout(width=f"{size + 40}px", margin="4px", align_items="center"))
+    img = _W.Image(value=cache[i], format="jpeg", layout=_W.Layout(max_width=f"{size}px", max_height=f"{size}px"))
+    cap = _W.HTML(_caption(interp, i, top)); cap.add_class("lessonkit-caption")
+    return _W.VBox([img, cap],
+                  layout=_W.Layout(width=f"{size + 40}px", margin="4px", align_items="center"))
 
 class MistakesBrowser(_View):
     "Dropdowns for the actual and predicted class, pages of matching images with their probabilities."
@@ -118,14 +128,14 @@ class MistakesBrowser(_View):
         acts = [(f"{ANY} · {int(wrong.sum())} mistakes", ANY)] + [
             (f"{c} · {int(wrong[i])} wrong of {int(cm[i].sum())}", c)
             for i, c in enumerate(interp.classes) if cm[i].sum() > 0]
-        self.actual = W.Dropdown(options=acts, value=ANY, description="actual", layout=W.Layout(width="340px"))
-        self.predicted = W.Dropdown(options=self._pred_options(ANY), value=ANY, description="predicted",
-                                    layout=W.Layout(width="340px"))
+        self.actual = _W.Dropdown(options=acts, value=ANY, description="actual", layout=_W.Layout(width="340px"))
+        self.predicted = _W.Dropdown(options=self._pred_options(ANY), value=ANY, description="predicted",
+                                    layout=_W.Layout(width="340px"))
         self._make_pager()
         self.actual.observe(self._on_actual, "value")
         self.predicted.observe(lambda _: self._select(), "value")
-        self.widget = W.VBox([W.HBox([self.actual, self.predicted]),
-                              W.HBox([self.prev_button, self.next_button, self.count_label]), self.grid])
+        self.widget = _W.VBox([_W.HBox([self.actual, self.predicted]),
+                              _W.HBox([self.prev_button, self.next_button, self.count_label]), self.grid])
         self.widget.add_class("lessonkit-mistakes")
         self._select()
 
@@ -235,11 +245,11 @@ class UploadPredict(_View):
         self.classes = list(learn.dls.classes)
         self.result: list[tuple[str, float]] = []
         self.label, self.error, self.image_name, self._img = None, None, None, None
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
-        self.photo, self.chart = W.Image(format="jpeg"), W.Image(format="png")
-        self.result_label = W.HTML("Upload a photo to see what the model thinks it is.")
+        self.upload = _W.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
+        self.photo, self.chart = _W.Image(format="jpeg"), _W.Image(format="png")
+        self.result_label = _W.HTML("Upload a photo to see what the model thinks it is.")
         self.upload.observe(self._on_upload, "value")
-        self.widget = W.VBox([self.upload, self.result_label, W.HBox([self.photo, self.chart])])
+        self.widget = _W.VBox([self.upload, self.result_label, _W.HBox([self.photo, self.chart])])
         self.widget.add_class("lessonkit-upload")
 
     def _on_upload(self, change):
@@ -305,15 +315,15 @@ class ImageCleaner(_View):
         self.changes: dict[Path, str] = {}  # path -> "delete" or the new class name
         self.page, self._cache, self._busy = 0, {}, False
         counts = np.bincount(interp.targets, minlength=len(interp.classes))
-        self.class_filter = W.Dropdown(options=[(f"{ANY} · {len(interp)}", ANY)] + [
+        self.class_filter = _W.Dropdown(options=[(f"{ANY} · {len(interp)}", ANY)] + [
             (f"{c} · {int(counts[i])}", c) for i, c in enumerate(interp.classes) if counts[i]],
-            value=ANY, description="class", layout=W.Layout(width="340px"))
+            value=ANY, description="class", layout=_W.Layout(width="340px"))
         self._make_pager()
-        self.summary = W.Label()
-        self.actions: list[W.Dropdown] = []
+        self.summary = _W.Label()
+        self.actions: list[_W.Dropdown] = []
         self.class_filter.observe(lambda _: self._select(), "value")
-        self.widget = W.VBox([W.HBox([self.class_filter, self.summary]),
-                              W.HBox([self.prev_button, self.next_button, self.count_label]), self.grid])
+        self.widget = _W.VBox([_W.HBox([self.class_filter, self.summary]),
+                              _W.HBox([self.prev_button, self.next_button, self.count_label]), self.grid])
         self.widget.add_class("lessonkit-cleaner")
         self._select()
 
@@ -339,11 +349,11 @@ class ImageCleaner(_View):
                        "action": self.changes.get(self.interp.items[i], KEEP)} for i in on_page]
         cards, self.actions = [], []
         for s in self.shown:
-            dd = W.Dropdown(options=self._action_options(s["index"]), value=s["action"], layout=W.Layout(width="150px"))
+            dd = _W.Dropdown(options=self._action_options(s["index"]), value=s["action"], layout=_W.Layout(width="150px"))
             dd.observe(lambda ch, path=s["path"]: self.mark(path, ch["new"]), "value")
             self.actions.append(dd)
             card = _card(self.interp, s["index"], self.size, 2, self._cache)
-            cards.append(W.VBox([card, dd], layout=W.Layout(align_items="center")))
+            cards.append(_W.VBox([card, dd], layout=_W.Layout(align_items="center")))
         self.grid.children = cards
         self.prev_button.disabled, self.next_button.disabled = self.page == 0, self.page >= self.n_pages - 1
         self.count_label.value = (f"{len(self.indices)} images · page {self.page + 1} of {self.n_pages}"
@@ -417,15 +427,15 @@ class LRFindExplorer(_View):
         self.suggestions = _finder_suggestions(result)
         self.rates = sorted(set(self.lrs.tolist()) | set(self.suggestions.values()))  # the slider's stops
         start = self.suggestions.get("valley", self.rates[len(self.rates) // 2])
-        self.slider = W.SelectionSlider(options=[(_lr_text(v), v) for v in self.rates], value=start, description="lr",
-                                        continuous_update=False, layout=W.Layout(width="420px"))
-        self.buttons = {k: W.Button(description=f"{k} {_lr_text(v)}", layout=W.Layout(width="170px"))
+        self.slider = _W.SelectionSlider(options=[(_lr_text(v), v) for v in self.rates], value=start, description="lr",
+                                        continuous_update=False, layout=_W.Layout(width="420px"))
+        self.buttons = {k: _W.Button(description=f"{k} {_lr_text(v)}", layout=_W.Layout(width="170px"))
                         for k, v in self.suggestions.items()}
         for k, b in self.buttons.items(): b.on_click(lambda _, v=self.suggestions[k]: self.set_lr(v))
-        self.info, self.chart = W.Label(), W.Image(format="png")
+        self.info, self.chart = _W.Label(), _W.Image(format="png")
         self.info.add_class("lessonkit-lr-info")
         self.slider.observe(lambda _: self._update(), "value")
-        self.widget = W.VBox([self.chart, self.slider, W.HBox(list(self.buttons.values())), self.info])
+        self.widget = _W.VBox([self.chart, self.slider, _W.HBox(list(self.buttons.values())), self.info])
         self.widget.add_class("lessonkit-lrfind")
         self._update()
 
