@@ -194,7 +194,8 @@ _MANIFEST_KEYS = {
     "stats": (True, "[mean, std] with every std > 0, or null", lambda v: _holds(lambda: check_stats(v))),
     "bs": (False, "a whole number >= 1", lambda v: _whole(v) and v >= 1),
     "item_resize": (True, f"one of {', '.join(map(repr, RESIZE_METHODS))}", lambda v: v in RESIZE_METHODS),
-    "item_size": (True, "[height, width] in pixels, or null", lambda v: v is None or (isinstance(v, list) and _holds(lambda: as_hw(v)))),
+    "item_size": (True, "a size in pixels, [height, width], or null",
+                  lambda v: v is None or (isinstance(v, (int, list)) and not isinstance(v, bool) and _holds(lambda: as_hw(v)))),
     "augment": (False, "null or BatchAugment's settings", lambda v: v is None or (isinstance(v, dict) and _holds(lambda: BatchAugment(**v)))),
 }
 

@@ -204,3 +204,14 @@ def test_a_loaded_learner_says_how_to_train_and_trains_on_new_data(trained, tmp_
                                    ["a", "b", "c"] * 4, valid_pct=0.25, size=64, bs=4, progress=False)
     loaded.dls = three
     with pytest.raises(LessonkitError, match="The model has 2 outputs, but the data has 3 classes"): loaded.fit(1)
+
+
+@pytest.mark.parametrize("item_size", [109, [120, 100], None])
+def test_every_item_size_a_loader_takes_passes_the_manifest_check(trained, tmp_path, item_size):
+    "A square `item_size` is recorded as one number (the Caltech lesson's 109 px): the manifest check on load takes it, "
+    "as it takes [height, width] and null, and the loaded learner decodes at that size."
+    _, path = trained
+    learn = load_learner(_edited(path, tmp_path / "sized.pth", lambda m: m.update(item_size=item_size)), device="cpu")
+    assert learn.dls.settings["item_size"] == item_size
+    with pytest.raises(LessonkitError, match="'item_size' is True"):
+        load_learner(_edited(path, tmp_path / "bool.pth", lambda m: m.update(item_size=True)), device="cpu")

@@ -4,18 +4,19 @@
 from __future__ import annotations
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from matplotlib import pyplot as plt
-from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
 from ..callbacks import Callback
 from ..core import LessonkitError
 from ..data import ImageLoader, get_image_files
+from ..display import subplots
 from ..interpret import load_thumb
+
+if TYPE_CHECKING: from matplotlib.figure import Figure  # a type only: matplotlib is imported with the first figure
 
 # %% auto #0
 __all__ = ['DROPOUT_LAYERS', 'class_counts', 'plot_class_counts', 'image_sizes', 'plot_image_sizes', 'FrozenDropoutCallback',
@@ -58,8 +59,7 @@ def plot_class_counts(counts: dict[str, int], # class name -> number of images, 
     counts = _sorted_counts(counts)
     names, values = list(counts), np.array(list(counts.values()))
     n = len(names)
-    fig, ax = plt.subplots(figsize=figsize or (min(24, max(6, 0.15 * n + 2)), 4.5), layout="constrained")
-    plt.close(fig)   # shown once, as the returned value
+    fig, ax = subplots(figsize=figsize or (min(24, max(6, 0.15 * n + 2)), 4.5), layout="constrained")
     ax.bar(range(n), values, color="C0")
     ax.axhline(values.mean(), ls="--", color="C3", label=f"mean {values.mean():.1f}")
     ax.set_xticks(range(n), names, rotation=90, fontsize=9 if n <= 30 else 6 if n <= 80 else 5)
@@ -91,8 +91,7 @@ def plot_image_sizes(sizes: Sequence[tuple[int, int]], # (width, height) per ima
     if len(sizes) == 0:
         raise LessonkitError("sizes is empty, so there is nothing to plot. Pass what image_sizes returns.")
     wh = np.asarray(sizes, dtype=float).reshape(-1, 2)
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
-    plt.close(fig)
+    fig, (ax0, ax1) = subplots(1, 2, figsize=figsize, layout="constrained")
     ax0.scatter(wh[:, 0], wh[:, 1], s=8, alpha=0.3)
     if target: ax0.scatter([target], [target], marker="x", s=80, color="C3", label=f"model input {target}x{target}")
     ax0.set_xlabel("width (px)"); ax0.set_ylabel("height (px)")
@@ -133,9 +132,8 @@ def plot_top_k(interp, # a `ClassificationInterpretation` (anything with probs, 
     if bad := [i for i in idxs if not 0 <= i < n]:
         raise LessonkitError(f"Image indices {bad} are out of range: this interpretation holds {n} images "
                              f"(0..{n - 1}).")
-    fig, axs = plt.subplots(len(idxs), 2, figsize=(8, 2.3 * len(idxs)), squeeze=False, layout="constrained",
-                            gridspec_kw={"width_ratios": [1, 1.6]})
-    plt.close(fig)
+    fig, axs = subplots(len(idxs), 2, figsize=(8, 2.3 * len(idxs)), squeeze=False, layout="constrained",
+                        gridspec_kw={"width_ratios": [1, 1.6]})
     for (ax_im, ax_p), i in zip(axs, idxs):
         probs, t = np.asarray(interp.probs[i], dtype=float), int(interp.targets[i])
         top = np.argsort(-probs, kind="stable")[:k]
