@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 import lessonkit
-from .core import LessonkitError, atomic_write, default_device, load_safely
+from .core import LessonkitError, atomic_write, default_device, load_safely, write_once
 from .augment import BatchAugment, aug_transforms, as_hw
 from .data import DataLoaders
 from .images import ImageSource, load_image
@@ -56,6 +56,8 @@ def get_preds(learn: Learner,
             if len(batch) > 1: targets.append(batch[1])
     if not outs: raise LessonkitError("The loader is empty: there is nothing to predict.")
     out, y = torch.cat(outs), (torch.cat(targets) if targets else None)
+    gather = getattr(getattr(dl, "sampler", None), "gather", None)  # one process's share: every process's, in order
+    if gather is not None: out, y = gather(out), None if y is None else gather(y)
     probs = learn.activation(out).cpu()
     if not with_loss: return probs, None if y is None else y.cpu()
     if y is None: raise LessonkitError("with_loss=True needs labels, but this loader yields no targets (e.g. a test_dl).")
@@ -134,13 +136,15 @@ def manifest(learn: Learner) -> dict:
                          "torchvision": torchvision.__version__, **_timm_version(spec.source)}}
 
 def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
-    "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically."
+    "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically (once, by rank 0, in a distributed run)."
     f = Path(fname)
     if not f.is_absolute() and len(f.parts) == 1: f = learn.path / f
-    f.parent.mkdir(parents=True, exist_ok=True)
-    state = {"manifest": json.dumps(manifest(learn)),
-             "model": {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
-    with atomic_write(f) as fh: torch.save(state, fh)
+    info = json.dumps(manifest(learn))  # in every process: an unexportable learner fails everywhere alike
+    def write():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        state = {"manifest": info, "model": {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
+        with atomic_write(f) as fh: torch.save(state, fh)
+    write_once(write)
     return f
 
 # %% ../nbs/09_inference.ipynb #e37a8fd9
