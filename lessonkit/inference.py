@@ -130,6 +130,10 @@ FORMAT = "lessonkit-learner"
 FORMAT_VERSION = 1
 _LOSSES = {c.__name__: c for c in (nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, nn.NLLLoss)}
 
+def _hw_list(size) -> list[int] | None:
+    "A size (an int, or height and width) as [height, width], as the manifest keeps it."
+    return None if size is None else list(as_hw(size))
+
 def _jsonable(x):
     if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
     if isinstance(x, torch.Tensor): return x.tolist()
@@ -154,7 +158,7 @@ def manifest(learn: Learner) -> dict:
             "classes": list(dls.classes), "multi_label": bool(getattr(dls, "multi_label", False)),
             "loss": type(learn.loss_func).__name__,
             "size": list(dls.size), "stats": _jsonable(dls.stats), "bs": getattr(dls, "bs", 64),
-            "item_resize": settings.get("item_resize", "squish"), "item_size": _jsonable(settings.get("item_size")),
+            "item_resize": settings.get("item_resize", "squish"), "item_size": _hw_list(settings.get("item_size")),
             "augment": {k: _jsonable(v) for k, v in aug.settings.items()} if isinstance(aug, BatchAugment) else None,
             "versions": {"lessonkit": lessonkit.__version__, "torch": torch.__version__,
                          "torchvision": torchvision.__version__, **_timm_version(spec.source)}}
