@@ -313,18 +313,25 @@ def distributed(learn: Learner,
 _CUDA_TOUCHED = ("CUDA is already initialised in this process (a cell used the GPU: it made a learner or a model on it, "
                  "or moved a tensor there), and processes forked from it cannot use the GPU. Restart the kernel, run "
                  "only the cells that don't touch the GPU (imports, paths, DataLoaders), then launch: make the learner "
-                 "inside the function you launch.")
+                 "inside the function you launch. Or, with a function defined in a module (a .py file, not a notebook "
+                 "cell), launch(..., start_method='spawn'): it starts fresh processes, which can use the GPU.")
 
 def check_can_launch(nprocs: int | None, # processes asked for
                      cuda_initialized: bool | None = None, # default: torch.cuda.is_initialized()
-                     n_gpus: int | None = None) -> int: # default: the GPUs here
+                     n_gpus: int | None = None, # default: the GPUs here
+                     start_method: str = "fork") -> int: # how `launch` starts them: "fork" or "spawn"
     "How many processes `launch` starts; a LessonkitError when it can't."
+    if start_method not in ("fork", "spawn"):
+        raise LessonkitError(f"start_method must be 'fork' (copies of this process: fn may be defined in a notebook "
+                             f"cell) or 'spawn' (fresh processes: fn must be importable from a module), not {start_method!r}.")
     if world_size() > 1:
         raise LessonkitError("launch was called in a process that is already one of several (torchrun or launch "
                              "started it): call it once, in the notebook (or script) that starts the run.")
-    if not hasattr(os, "fork"): raise LessonkitError("launch forks processes, which this system can't: use torchrun.")
+    if start_method == "fork" and not hasattr(os, "fork"):
+        raise LessonkitError("This system can't fork processes: use launch(..., start_method='spawn') with a function "
+                             "defined in a module, or torchrun.")
     n_gpus = (torch.cuda.device_count() if torch.cuda.is_available() else 0) if n_gpus is None else n_gpus
-    if n_gpus and (torch.cuda.is_initialized() if cuda_initialized is None else cuda_initialized):
+    if start_method == "fork" and n_gpus and (torch.cuda.is_initialized() if cuda_initialized is None else cuda_initialized):
         raise LessonkitError(_CUDA_TOUCHED)
     if nprocs is None:
         if not n_gpus: raise LessonkitError("There is no GPU here: say how many CPU processes to start, e.g. nprocs=2.")
@@ -362,14 +369,15 @@ def _quiet(*loggers: str):
 def launch(fn: Callable, # the function every process runs (e.g. one that makes a learner and trains it in `learn.distributed()`)
            *args, # its arguments
            nprocs: int | None = None, # how many processes: default one per GPU; on the CPU, say how many
+           start_method: str = "fork", # "fork": copies of this process; "spawn": fresh ones (fn in a module; after the GPU was used)
            **kwargs) -> list: # its keyword arguments
-    "Run `fn(*args, **kwargs)` in `nprocs` processes forked from this one, as torchrun starts them (on this machine); returns each process's result (picklable), by rank."
+    "Run `fn(*args, **kwargs)` in `nprocs` processes started from this one (forked, or spawned), as torchrun starts them (on this machine); returns each process's result (picklable), by rank."
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    nprocs = check_can_launch(nprocs)
+    nprocs = check_can_launch(nprocs, start_method=start_method)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=f"lessonkit-{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0",  # torchrun --standalone: a free local port
-                          max_restarts=0, monitor_interval=0.1, start_method="fork")
+                          max_restarts=0, monitor_interval=0.1, start_method=start_method)
     try:
         with _quiet("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing"):
             results = elastic_launch(config, _run_rank)(fn, args, kwargs, max(1, available_cpus() // nprocs))
