@@ -2,7 +2,7 @@
 (gloo, on the loopback interface only) started by torchrun, as a user's script would be, and write what each process
 saw; these tests compare the processes with each other and with one process. The module's notebook runs `launch` (2
 processes forked from the notebook) itself."""
-import multiprocessing, os, signal, socket, subprocess, sys, tarfile, time
+import json, multiprocessing, os, signal, socket, subprocess, sys, tarfile, time
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,19 @@ def torchrun(script: str, *args: str, out: Path, timeout: float = 300) -> subpro
     return subprocess.run(cmd, env=script_env(out), capture_output=True, text=True, timeout=timeout)
 
 
+CALTECH = dict(arch="mobilenet_v2", size=64, bs=4, max_epochs=3, patience=1, keep_fc=False)
+
+
+def write_caltech_script(out: Path):
+    "The script the Caltech lesson writes for torchrun (`ddp_script`), for 3 classes of the bundled sample, small: train.py runs it."
+    from lessonkit.lessons.caltech101 import ddp_script
+    for c in ("airplanes", "Faces_easy", "Motorbikes"):
+        (out / "caltech" / c).mkdir(parents=True)
+        for f in sorted((ROOT / "data" / "caltech101" / "101_ObjectCategories" / c).glob("*.jpg")):
+            (out / "caltech" / c / f.name).symlink_to(f)
+    (out / "train_caltech.py").write_text(ddp_script(out / "caltech", **CALTECH, out=str(out / "caltech_out")))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     "tests/ddp/train.py under torchrun, once: what each of the 2 ranks saw."
@@ -41,6 +54,7 @@ def run(tmp_path_factory):
     (out / "src" / "tiny").mkdir(parents=True)
     (out / "src" / "tiny" / "a.txt").write_text("a file of a dataset")
     with tarfile.open(out / "tiny.tgz", "w:gz") as tf: tf.add(out / "src" / "tiny", arcname="tiny")
+    write_caltech_script(out)
     p = torchrun("train.py", out=out)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
     return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -194,3 +208,25 @@ def test_hung_rank_times_out_with_a_clear_error(tmp_path, monkeypatch):
     assert p0.exitcode == 1 and 4 < end - float((tmp_path / "dies_at").read_text()) < 60
     err = (tmp_path / "error0.txt").read_text()
     assert "lost contact with the others" in err and "timeout=5 s" in err, err
+
+
+
+def test_caltech_lesson_script(run):
+    "The Caltech lesson's script for torchrun (run by train.py in the same 2 processes): it trains, rank 0 prints and exports."
+    out, _ = run
+    printed = [(out / f"caltech_stdout{r}.txt").read_text() for r in (0, 1)]
+    results = [l for l in printed[0].splitlines() if l.startswith("{")]
+    assert printed[1] == "" and len(results) == 1, printed   # rank 0 printed (its epoch table and) the result, once
+    res = json.loads(results[0])
+    assert res["processes"] == 2 and 1 <= len(res["values"]) <= 3 and 0 <= res["best_epoch"] < len(res["values"])
+    assert res["test_top1"] > 0.6, res   # 3 classes: chance is 1/3
+    written = sorted(str(f.relative_to(out / "caltech_out")) for f in (out / "caltech_out").rglob("*") if f.is_file())
+    assert written == ["caltech-ddp.pth", "models/caltech-ddp-best.pth"], written
+    # the exported model, in one process, scores what the run reported on the same test images
+    from lessonkit.data import DataLoaders
+    size = CALTECH["size"]
+    dls = DataLoaders.from_folder(out / "caltech", splits=(0.5, 0.25, 0.25), seed=42, size=size, item_size=size * 8 // 7,
+                                  item_resize="crop", bs=8, device="cpu")
+    learn = load_learner(out / "caltech_out" / "caltech-ddp.pth", device="cpu")
+    probs, targets = learn.get_preds(dls.test)
+    assert learn.classes == dls.classes and abs(accuracy(probs, targets) - res["test_top1"]) < 1e-6

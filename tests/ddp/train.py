@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py as `torchrun --standalone --nproc_per_node=2 train.py` (CPU, gloo): trains in
 several ways inside `learn.distributed()` and writes what each rank saw to $DDP_TEST_OUT/rank<r>.pt, for the test to
 compare. The test, not this script, decides what is right."""
-import shutil, sys
+import runpy, shutil, sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import torch
@@ -103,6 +104,10 @@ resumed = tiny_learner(rdls, path=shared)
 with resumed.distributed(): resumed.fit_one_cycle(3, 0.05, cbs=[CheckpointCallback("ck")], resume="ck_epoch0")
 res["resume"] = {"whole": weights(whole), "resumed": weights(resumed), "whole_losses": whole.recorder.losses,
                  "resumed_losses": resumed.recorder.losses, "epochs": [r["epoch"] for r in resumed.recorder.values]}
+
+# ---- the Caltech lesson's script for torchrun (written by the test), in these same processes ----
+with open(OUT / f"caltech_stdout{R}.txt", "w") as f, redirect_stdout(f):
+    runpy.run_path(str(OUT / "train_caltech.py"), run_name="__main__")
 
 torch.save(res, OUT / f"rank{R}.pt")
 print(f"rank {R} done", flush=True)
