@@ -375,6 +375,11 @@ def launch(fn: Callable, # the function every process runs (e.g. one that makes 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     nprocs = check_can_launch(nprocs, start_method=start_method)
+    if start_method == "spawn" and getattr(fn, "__module__", None) == "__main__" and not hasattr(sys.modules["__main__"], "__file__"):
+        # pickled by name, and a fresh process has no notebook (or `python -c`) to find the name in
+        raise LessonkitError(f"{getattr(fn, '__name__', fn)} is defined in a notebook cell, which fresh processes can't "
+                             "import, so start_method='spawn' can't run it. Move it to a .py file and import it from there, "
+                             "or use the default start_method='fork' (before anything touches the GPU).")
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=f"lessonkit-{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0",  # torchrun --standalone: a free local port
                           max_restarts=0, monitor_interval=0.1, start_method=start_method)
