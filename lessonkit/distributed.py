@@ -234,7 +234,8 @@ class QuietCallback(Callback):
         self.mute.__exit__(None, None, None); self.devnull.close(); self.mute = None
 
 # %% ../nbs/13_distributed.ipynb #d1000020
-_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out", "NCCL",
+_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out",
+         "Application timeout", "NCCL",  # gloo's words for a peer gone or silent past the timeout; NCCL's errors
          "gloo/transport")
 
 def lost_contact(e: BaseException) -> bool:
