@@ -3,7 +3,10 @@ torchrun, gloo) against 1 process x 2 threads, on this CPU. DDP's own cost is wh
 model, global batch and number of steps, and the same cores. `ratio_vs_one_process` = 2 processes / 1 process (goal
 >= 0.9). See /work/shared/notes/benchmarks.md.
 
-Each run is a fresh process (one, or torchrun's two), interleaved (1 2 1 2 ...), `--repeats` times; medians.
+Each run is a fresh process (one, or torchrun's two), interleaved (1 2 1 2 ...), `--repeats` times; medians. The details
+also give images per CPU second of all processes together (`ratio_cpu`): the work DDP adds, which a busy machine
+disturbs far less than it disturbs time (one process's 2 threads wait for each other at every operation, so when other
+programs take the cores, they lose more time than 2 processes that wait for each other once per step).
 ResNet-18 (random weights: nothing is downloaded; timings don't depend on them) on the bundled Pets sample (259
 images; `--path` for another folder of Pets images) at 128 px, augmented, global batch 64 (64 in one process, 32 in each of two),
 `--epochs` epochs: an unfrozen fit (the headline), then a frozen one (body frozen, head trained), and in the 2-process
@@ -38,17 +41,20 @@ def worker(device: str, epochs: int, path: Path) -> dict | None:
     from lessonkit.learner import vision_learner
 
     class TrainTimer(Callback):
-        "Seconds and images (all processes') of each epoch's training phase."
+        "Images (all processes'), seconds and CPU seconds (all processes') of each epoch's training phase."
         def before_fit(self): self.epochs = []
-        def before_train(self): self.n, self.t0 = 0, time.perf_counter()
+        def before_train(self): self.n, self.t0, self.c0 = 0, time.perf_counter(), time.process_time()
         def after_batch(self):
             if self.learn.training: self.n += len(self.learn.x) * world_size()
         def after_train(self):
             if self.learn.device.type == "cuda": torch.cuda.synchronize()
-            self.epochs.append((self.n, time.perf_counter() - self.t0))
-        def rate(self, skip: int = 1) -> float:
+            cpu = torch.tensor([time.process_time() - self.c0], dtype=torch.float64)
+            if world_size() > 1: torch.distributed.all_reduce(cpu)  # every process's CPU time (all ranks are here)
+            self.epochs.append((self.n, time.perf_counter() - self.t0, float(cpu)))
+        def rate(self, skip: int = 1, cpu: bool = False) -> float:
+            "Images per second (per CPU second with `cpu`) of the epochs after the first `skip`."
             later = self.epochs[skip:] or self.epochs
-            return sum(n for n, _ in later) / sum(t for _, t in later)
+            return sum(e[0] for e in later) / sum(e[2 if cpu else 1] for e in later)
 
     n = world_size()
     set_seed(0)
@@ -62,10 +68,10 @@ def worker(device: str, epochs: int, path: Path) -> dict | None:
     with block():
         learn.fit(epochs, 1e-3, cbs=[timer])
         out["threads"] = out["threads"] or torch.get_num_threads()
-    out["unfrozen"], out["unfrozen_epochs"] = timer.rate(), timer.epochs
+    out["unfrozen"], out["unfrozen_cpu"], out["unfrozen_epochs"] = timer.rate(), timer.rate(cpu=True), timer.epochs
     learn.freeze()
     with block(): learn.fit(epochs, 1e-3, cbs=[timer])
-    out["frozen"], out["frozen_epochs"] = timer.rate(), timer.epochs
+    out["frozen"], out["frozen_cpu"], out["frozen_epochs"] = timer.rate(), timer.rate(cpu=True), timer.epochs
     if n > 1:
         with block(find_unused_parameters=True): learn.fit(epochs, 1e-3, cbs=[timer])
         out["frozen_find_unused"], out["frozen_find_unused_epochs"] = timer.rate(), timer.epochs
@@ -117,7 +123,7 @@ def main():
     ratio = lambda a, b: None if a is None or not b else round(a / b, 3)
     details = {
         "what": f"training images/s of a fit's epochs after the first ({a.epochs} epochs), resnet18 (random weights) at "
-                f"{SIZE}px, global batch {GLOBAL_BS}, augmented, {path.name} images "
+                f"{SIZE}px, global batch {GLOBAL_BS}, augmented, {path.parent.name}/{path.name} "
                 f"({runs[1][0]['train_images']} training); fresh processes, interleaved",
         "device": a.device,
         "one_process": {"processes": 1, "threads": runs[1][0]["threads"], "unfrozen_img_s": rnd(one, 2),
@@ -127,6 +133,11 @@ def main():
             "frozen_img_s": rnd(med(many, "frozen"), 2),
             "frozen_find_unused_parameters_img_s": rnd(med(many, "frozen_find_unused"), 2)},
         "ratio_frozen": ratio(med(many, "frozen"), med(1, "frozen")),
+        # the same per CPU second of all processes: the work DDP adds, which a loaded machine disturbs far less than time
+        "img_per_cpu_s": {"one_process": rnd(med(1, "unfrozen_cpu"), 3), "several_processes": rnd(med(many, "unfrozen_cpu"), 3)},
+        "ratio_cpu": ratio(med(many, "unfrozen_cpu"), med(1, "unfrozen_cpu")),
+        "ratio_cpu_frozen": ratio(med(many, "frozen_cpu"), med(1, "frozen_cpu")),
+        "ratio_per_repeat": [ratio(b["unfrozen"], a["unfrozen"]) for a, b in zip(runs[1], runs[many])] if many else None,
         "find_unused_parameters_cost": ratio(med(many, "frozen_find_unused"), med(many, "frozen")),
         "note": None if many else "one GPU here: the several-process side needs 2 or more",
         "load_average": [(r["load_before"], r["load_after"]) for rs in runs.values() for r in rs],
