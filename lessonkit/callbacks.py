@@ -12,9 +12,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import LessonkitError, atomic_write, check_arg, in_notebook, show_progress
-from .display import NotebookFigure, Table, live_notebook, show, subplots
+from .display import Table, live_notebook, show, subplots
 
-if TYPE_CHECKING: from lessonkit.learner import Learner
+if TYPE_CHECKING:
+    from lessonkit.display import NotebookFigure  # a type only: naming it at run time would import matplotlib
+    from lessonkit.learner import Learner
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelBatchException', 'CancelTrainException', 'CancelValidException', 'CancelEpochException',

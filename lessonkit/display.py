@@ -5,16 +5,17 @@
 # %% ../nbs/00a_display.ipynb #dbda3d0f
 from __future__ import annotations
 import base64, html, io, math, os, sys, tokenize
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING: from matplotlib.figure import Figure  # imported on first use: see `_notebook_figure_class`
 
 from .core import LessonkitError, in_notebook, in_test, rank
 
 # %% auto #0
-__all__ = ['rich_output', 'say', 'live_notebook', 'show', 'unshow', 'DisplayOnce', 'fig_to_png', 'NotebookFigure', 'figure',
-           'subplots', 'format_value', 'Table']
+__all__ = ['rich_output', 'say', 'live_notebook', 'show', 'unshow', 'DisplayOnce', 'fig_to_png', 'figure', 'subplots',
+           'format_value', 'Table', 'NotebookFigure']
 
 # %% ../nbs/00a_display.ipynb #0ecfc2dc
 def _shell():
@@ -120,21 +121,38 @@ def _png_formatter(fig: Figure) -> bool:
     try: return bool(png is not None and png.enabled and png.lookup(fig))
     except KeyError: return False
 
-class NotebookFigure(DisplayOnce, Figure):
-    "A matplotlib `Figure` that a notebook shows as one PNG, whether or not pyplot set up the notebook's display."
-    def _mime(self) -> dict[str, Any]:
-        w, h = (self.get_size_inches() * self.dpi).round().astype(int)
-        sup = getattr(self, "_suptitle", None)  # matplotlib < 3.8 has no get_suptitle()
-        title = sup.get_text() if sup is not None else ""
-        out = {"text/plain": f"<figure {w}x{h} px, {len(self.axes)} axes{': ' + title if title else ''}>"}
-        # Where the inline backend's formatter exists, IPython draws the PNG with it: drawing one here too is wasted.
-        if not _png_formatter(self): out["image/png"] = base64.b64encode(fig_to_png(self, tight=True)).decode()
-        return out
+_NotebookFigure = None
+
+def _notebook_figure_class() -> type:
+    "The `NotebookFigure` class, made on first use: importing matplotlib takes about half a second that `import lessonkit` need not pay."
+    global _NotebookFigure
+    if _NotebookFigure is None:
+        from matplotlib.figure import Figure
+        class NotebookFigure(DisplayOnce, Figure):
+            "A matplotlib `Figure` that a notebook shows as one PNG, whether or not pyplot set up the notebook's display."
+            def _mime(self) -> dict[str, Any]:
+                w, h = (self.get_size_inches() * self.dpi).round().astype(int)
+                sup = getattr(self, "_suptitle", None)  # matplotlib < 3.8 has no get_suptitle()
+                title = sup.get_text() if sup is not None else ""
+                out = {"text/plain": f"<figure {w}x{h} px, {len(self.axes)} axes{': ' + title if title else ''}>"}
+                # Where the inline backend's formatter exists, IPython draws the PNG with it: drawing one here too is wasted.
+                if not _png_formatter(self): out["image/png"] = base64.b64encode(fig_to_png(self, tight=True)).decode()
+                return out
+        NotebookFigure.__module__, NotebookFigure.__qualname__ = __name__, "NotebookFigure"  # pickles and prints as a module-level class
+        _NotebookFigure = NotebookFigure
+    return _NotebookFigure
+
+def __getattr__(name: str):
+    "`NotebookFigure` is looked up here (PEP 562), so that it exists only once someone asks for it."
+    if name == "NotebookFigure": return _notebook_figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+_all_ = ["NotebookFigure"]  # nbdev: listed in __all__ although built on first use
 
 def figure(figsize: tuple[float, float] = (6, 4), # inches
            **kwargs) -> NotebookFigure: # more `Figure` arguments, e.g. layout="constrained"
     "A new `NotebookFigure` (outside pyplot: it never shows by itself and never leaks)."
-    return NotebookFigure(figsize=figsize, **kwargs)
+    return _notebook_figure_class()(figsize=figsize, **kwargs)
 
 def subplots(nrows: int = 1, ncols: int = 1,
              figsize: tuple[float, float] = (6, 4), # inches

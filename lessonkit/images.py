@@ -19,9 +19,8 @@ from .core import LessonkitError, atomic_write, cache_dir, check_arg, show_progr
 from .augment import as_hw, check_method, draft_size, resize_image
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'ImageSource', 'image_cache', 'get_image_files', 'to_rgb', 'BadImageError', 'open_image',
-           'load_image', 'default_cache_bytes', 'physical_memory', 'ImageCache', 'set_image_cache_size',
-           'clear_image_cache', 'default_num_workers', 'decode_images', 'check_images']
+__all__ = ['IMAGE_EXTENSIONS', 'ImageSource', 'get_image_files', 'to_rgb', 'BadImageError', 'open_image', 'load_image',
+           'set_image_cache_size', 'clear_image_cache', 'default_num_workers', 'decode_images', 'check_images']
 
 # %% ../nbs/02a_images.ipynb #bd066c70
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -180,29 +179,29 @@ def load_image(src: ImageSource, # an image file, its bytes, a PIL image, or an 
     return torch.from_numpy(np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)))
 
 # %% ../nbs/02a_images.ipynb #07525def
-def default_cache_bytes() -> int:
+def _default_cache_bytes() -> int:
     "The memory cache's default limit: `$LESSONKIT_MEMORY_CACHE_MB` megabytes if set, else 40% of this machine's memory."
     mb = os.environ.get("LESSONKIT_MEMORY_CACHE_MB")
     if mb:
         try: return int(float(mb) * 2**20)
         except ValueError:
             raise LessonkitError(f"LESSONKIT_MEMORY_CACHE_MB must be a number of megabytes, not {mb!r}.") from None
-    return int(physical_memory() * 0.4)
+    return int(_physical_memory() * 0.4)
 
-def physical_memory() -> int:
+def _physical_memory() -> int:
     "This machine's memory in bytes (8 GiB where the system does not say)."
     try: return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError): return 8 * 2**30
 
-class ImageCache:
+class _ImageCache:
     "A size-limited (least recently used first out) cache of decoded uint8 image tensors, shared by every loader."
-    def __init__(self, max_bytes: int | None = None): # None: `default_cache_bytes()`, looked up on first use
+    def __init__(self, max_bytes: int | None = None): # None: `_default_cache_bytes()`, looked up on first use
         self._max, self.nbytes, self._d, self._lock = max_bytes, 0, OrderedDict(), threading.Lock()
 
     @property
     def max_bytes(self) -> int:
         "The most the cached tensors may take, in bytes."
-        if self._max is None: self._max = default_cache_bytes()
+        if self._max is None: self._max = _default_cache_bytes()
         return self._max
 
     def get(self, key: str) -> torch.Tensor | None:
@@ -237,16 +236,16 @@ class ImageCache:
         return (f"ImageCache({len(self)} images, {self.nbytes / 2**20:,.1f} MB held of at most "
                 f"{self.max_bytes / 2**20:,.0f} MB)")
 
-image_cache = ImageCache()
+_image_cache = _ImageCache()
 
 def set_image_cache_size(mb: float | None): # megabytes (0: keep no images in memory); None: back to the default
-    "Limit the memory decoded images may hold in this process (see `default_cache_bytes` for the default)."
+    "Limit the memory decoded images may hold in this process (see `_default_cache_bytes` for the default)."
     mb = check_arg("mb", mb, ge=0, optional=True, hint="It is the image cache's size in megabytes (None: the default).")
-    image_cache.resize(None if mb is None else int(mb * 2**20))
+    _image_cache.resize(None if mb is None else int(mb * 2**20))
 
 def clear_image_cache():
     "Free the memory of every decoded image kept in this process (`del dls` alone does not: the cache outlives loaders; a disk cache stays)."
-    image_cache.clear()
+    _image_cache.clear()
 
 # %% ../nbs/02a_images.ipynb #412a2a2c
 _CACHE_VERSION = "2"   # 2: the key includes the content hash
@@ -298,12 +297,12 @@ def _decode_one(path: Path, hw: tuple[int, int], method: str, disk: bool) -> tor
     "A cached image if there is one, else decode it (and remember it). Raises `BadImageError`."
     try: key = _cache_key(path, hw, method)
     except OSError as e: raise BadImageError(path, _describe_error(path, e)) from e
-    t = image_cache.get(key)
+    t = _image_cache.get(key)
     if t is None and disk: t = _read_disk(key, hw)
     if t is None:
         t = load_image(path, hw, method)
         if disk: _write_disk(key, t)
-    image_cache.put(key, t)
+    _image_cache.put(key, t)
     return t
 
 def default_num_workers() -> int:
@@ -320,7 +319,7 @@ def decode_images(items: Sequence[Path], # image files
     "Decode (or fetch from the cache) every file: the tensors (None where unreadable) and a list of `(index, reason)` failures."
     hw, method = as_hw(size), check_method(method)
     nw = default_num_workers() if num_workers is None else check_arg("num_workers", num_workers, int, ge=0)
-    need, have = len(items) * 3 * hw[0] * hw[1], physical_memory()
+    need, have = len(items) * 3 * hw[0] * hw[1], _physical_memory()
     if need > have:   # the decoded images are all kept in memory: refuse before a MemoryError blames some photo
         raise LessonkitError(f"{len(items):,} images at {hw[0]} x {hw[1]} pixels take {need / 2**30:,.1f} GiB decoded "
                              f"(3 bytes a pixel), more than this machine's memory ({have / 2**30:,.1f} GiB). Use a "

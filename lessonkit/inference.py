@@ -19,7 +19,7 @@ from .data import DataLoaders
 from .images import ImageSource, load_image
 from .loader import ImageLoader
 from .learner import Learner, arch_name
-from .backbones import TIMM_EXTRA, arch_id
+from .backbones import _TIMM_EXTRA, arch_id
 from .models import HEADS, TransferModel, create_model
 
 # %% auto #0
@@ -260,7 +260,7 @@ def load_learner(fname: str | os.PathLike, # a file written by `learn.export`
         raise LessonkitError(f"{f} holds a {m['arch']} model, not the {arch} you asked for.")
     if m.get("source") == "timm" and importlib.util.find_spec("timm") is None:
         raise LessonkitError(f"{f} holds a model of timm ({m['arch']}), and timm is not installed. Install lessonkit's "
-                             f"timm extra: {TIMM_EXTRA}")
+                             f"timm extra: {_TIMM_EXTRA}")
     if m["head"] == "custom" and head is None:
         raise LessonkitError(f"{f} was exported with a custom head: pass the same head module, load_learner(f, head=...).")
     model = create_model(m["arch"], m["n_out"], pretrained=False,

@@ -14,10 +14,9 @@ from .core import LessonkitError, check_arg, shown, warn
 from .images import IMAGE_EXTENSIONS, get_image_files
 
 # %% auto #0
-__all__ = ['Problem', 'format_problems', 'check_problems', 'Labelled', 'labels_from_lists', 'parent_label', 'labels_from_func',
-           'labels_from_re', 'labels_from_folders', 'column_index', 'valid_flag', 'labels_from_table', 'read_csv',
-           'labels_from_csv', 'warn_similar_labels', 'clean_labels', 'natural_classes', 'file_identity', 'unique_items',
-           'random_splits', 'stratified_splits', 'choose_splits']
+__all__ = ['Problem', 'Labelled', 'labels_from_lists', 'parent_label', 'labels_from_func', 'labels_from_re',
+           'labels_from_folders', 'labels_from_table', 'read_csv', 'labels_from_csv', 'random_splits',
+           'stratified_splits', 'choose_splits']
 
 # %% ../nbs/02b_labels.ipynb #9e9a9acd
 Problem = tuple[Path, str]
@@ -26,17 +25,17 @@ def _missing(v) -> bool:
     "No label (or file name) at all: None, NaN, or only spaces."
     return v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == ""
 
-def format_problems(problems: Sequence[Problem], limit: int = 10) -> str:
+def _format_problems(problems: Sequence[Problem], limit: int = 10) -> str:
     "One indented line `path: reason` per problem, the first `limit` of them."
     lines = [f"  {p}: {r}" for p, r in problems[:limit]]
     if len(problems) > limit: lines.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(lines)
 
-def check_problems(problems: list[Problem], what: str, fix: str, skip_bad: bool, skipped: list[Problem]):
+def _check_problems(problems: list[Problem], what: str, fix: str, skip_bad: bool, skipped: list[Problem]):
     "Raise a `LessonkitError` listing `problems`, or (with `skip_bad`) add them to `skipped`."
     if not problems: return
     if skip_bad: skipped.extend(problems); return
-    raise LessonkitError(f"{len(problems)} {what}:\n{format_problems(problems)}\n{fix}\n"
+    raise LessonkitError(f"{len(problems)} {what}:\n{_format_problems(problems)}\n{fix}\n"
                          "Or pass skip_bad=True to leave them out (they are then listed in dls.skipped).")
 
 @dataclass
@@ -85,7 +84,7 @@ def labels_from_func(path: str | os.PathLike, # the folder the files are in
         if _missing(l): problems.append((p, f"label_func gave no label ({l!r})")); continue
         items.append(p); labels.append(l)
     if not items: raise LessonkitError(f"label_func gave no label for any of the {len(problems)} files, e.g.:\n"
-                                       f"{format_problems(problems, 3)}")
+                                       f"{_format_problems(problems, 3)}")
     return Labelled(items, labels, problems, "files got no label", "Fix label_func or the file names.")
 
 def labels_from_re(path: str | os.PathLike, # the folder the files are in
@@ -175,7 +174,7 @@ def _table(df) -> tuple[list[str] | None, list[list]]:
         return [str(c) for c in cols], [[r.get(c) for c in cols] for r in rows]
     return None, [list(r) for r in rows]
 
-def column_index(cols: list[str] | None, # the column names, if the table has them
+def _column_index(cols: list[str] | None, # the column names, if the table has them
                  c: int | str, # a column's name or position
                  what: str) -> int: # what the column holds, for the message
     "The position of column `c`, or a `LessonkitError` listing the columns."
@@ -184,7 +183,7 @@ def column_index(cols: list[str] | None, # the column names, if the table has th
         raise LessonkitError(f"No column named {c!r} for {what} (columns: {cols}). Pass its name or its position (0, 1, ...).")
     return cols.index(c)
 
-def valid_flag(v) -> int | None:
+def _valid_flag(v) -> int | None:
     "1 for a validation row's flag (1, true, yes, valid, any case), 0 for a training row's (0, false, no, train), else None."
     s = str(v).strip().lower()
     if s in ("true", "yes", "valid"): return 1
@@ -206,8 +205,8 @@ def labels_from_table(df, # a pandas DataFrame, a dict of columns, or a list of 
     path = Path(path)
     cols, rows = _table(df)
     if not rows: raise LessonkitError("The table has no rows.")
-    fi, li = column_index(cols, fn_col, "file names"), column_index(cols, label_col, "labels")
-    vi = None if valid_col is None else column_index(cols, valid_col, "the validation flag")
+    fi, li = _column_index(cols, fn_col, "file names"), _column_index(cols, label_col, "labels")
+    vi = None if valid_col is None else _column_index(cols, valid_col, "the validation flag")
     base = path / folder if folder else path
     items, labels, flags, problems, seen = [], [], [], [], {}
     for r, row in enumerate(rows):
@@ -220,17 +219,17 @@ def labels_from_table(df, # a pandas DataFrame, a dict of columns, or a list of 
         seen[p] = name
         if not p.is_file(): problems.append((p, f"{name} names a file that does not exist")); continue
         if _missing(lab) and label_delim is None: problems.append((p, f"{name} has no label")); continue
-        flag = None if vi is None else valid_flag(row[vi])
+        flag = None if vi is None else _valid_flag(row[vi])
         if vi is not None and flag is None:
             problems.append((p, f"{name} has {shown(row[vi])} in the validation column, neither true (1, true, yes, "
                                 "valid) nor false (0, false, no, train)")); continue
         items.append(p); labels.append("" if _missing(lab) else lab)
         if vi is not None: flags.append(flag)
     if not items and any("names a file that does not exist" in r for _, r in problems):
-        raise LessonkitError(f"None of the {len(rows)} rows names an existing image; e.g.:\n{format_problems(problems, 3)}\n"
+        raise LessonkitError(f"None of the {len(rows)} rows names an existing image; e.g.:\n{_format_problems(problems, 3)}\n"
                              f"Check path= (now {path}), folder= and suff= (file names are looked up as "
                              f"{base}/<name>{suff}).")
-    if not items: raise LessonkitError(f"None of the {len(rows)} rows can be used; e.g.:\n{format_problems(problems, 3)}")
+    if not items: raise LessonkitError(f"None of the {len(rows)} rows can be used; e.g.:\n{_format_problems(problems, 3)}")
     return Labelled(items, labels, problems, "rows cannot be used",
                     f"Fix the table, or check folder= and suff= (files are looked up as {base}/<name>{suff}).",
                     flags if vi is not None else None)
@@ -274,7 +273,7 @@ def _loose(label: str) -> str:
     except ValueError: pass
     return " ".join(label.casefold().split())
 
-def warn_similar_labels(classes: Iterable[str]):
+def _warn_similar_labels(classes: Iterable[str]):
     "A `LessonkitWarning` naming the classes that differ only in case, spacing or number format (e.g. 'Cat' and 'cat')."
     groups = defaultdict(list)
     for c in sorted(set(classes)): groups[_loose(c)].append(c)
@@ -284,7 +283,7 @@ def warn_similar_labels(classes: Iterable[str]):
              f"{'; '.join(' / '.join(map(repr, g)) for g in alike[:5])}{' ...' if len(alike) > 5 else ''}. If they mean the "
              "same class, write them the same way in your labels (e.g. label_func=lambda n: f(n).lower()).")
 
-def clean_labels(labels: Sequence, # one label per item: a value, or a list of values for multi-label data
+def _clean_labels(labels: Sequence, # one label per item: a value, or a list of values for multi-label data
                  label_delim: str | None = None) -> tuple[list, bool]: # split each label string on this into several
     "The labels as strings without spaces at either end (multi-label: sorted lists of them), and whether the data is multi-label; warns about labels that differ only in case, spacing or number format."
     if label_delim is not None and not (isinstance(label_delim, str) and label_delim):
@@ -295,10 +294,10 @@ def clean_labels(labels: Sequence, # one label per item: a value, or a list of v
     else:
         parts = lambda l: l if isinstance(l, (list, tuple, set)) else str(l).split(label_delim) if label_delim else [l]
         out = [sorted({str(x).strip() for x in parts(l)} - {""}) for l in labels]
-    warn_similar_labels(x for l in out for x in (l if multi else [l]))
+    _warn_similar_labels(x for l in out for x in (l if multi else [l]))
     return out, multi
 
-def natural_classes(labels: Iterable[str]) -> list[str]:
+def _natural_classes(labels: Iterable[str]) -> list[str]:
     "Sorted class names; numbers sort as numbers ('2' before '10')."
     names = set(labels)
     try: nums = {s: float(s) for s in names}
@@ -306,17 +305,17 @@ def natural_classes(labels: Iterable[str]) -> list[str]:
     if not all(map(math.isfinite, nums.values())): return sorted(names)  # 'nan' compares with nothing: no stable order
     return sorted(names, key=lambda s: (nums[s], s))
 
-def file_identity(p: Path) -> tuple:
+def _file_identity(p: Path) -> tuple:
     "What makes a file itself, whatever its name: its device and inode (so a hard link, a symlink or `a/../a.jpg` is the same file); the resolved path where the file system has no inodes, or the file is missing."
     try: st = os.stat(p)
     except OSError: return ("path", str(Path(p).resolve()))
     return ("inode", st.st_dev, st.st_ino) if st.st_ino else ("path", str(Path(p).resolve()))
 
-def unique_items(items: Sequence[Path]) -> tuple[list[int], list[Problem]]:
-    "The positions of the first listing of each file, and a problem for each later one (by `file_identity`, not by name)."
+def _unique_items(items: Sequence[Path]) -> tuple[list[int], list[Problem]]:
+    "The positions of the first listing of each file, and a problem for each later one (by `_file_identity`, not by name)."
     seen, keep, problems = {}, [], []
     for i, p in enumerate(items):
-        k = file_identity(p)
+        k = _file_identity(p)
         if k not in seen: seen[k] = i; keep.append(i); continue
         first = items[seen[k]]
         same_name = Path(first).resolve() == Path(p).resolve()

@@ -478,7 +478,7 @@ def test_an_absurd_size_is_refused_before_decoding(tmp_path, monkeypatch):
     labels = ["a", "b"] * 6
     with pytest.raises(LessonkitError, match=r"size=1000000 is 1,000,000,000,000 pixels per image, more than Pillow opens"):
         DataLoaders.from_lists(PETS, files, labels, size=10**6, device="cpu")
-    monkeypatch.setattr(lessonkit.images, "physical_memory", lambda: 2**30)   # a 1 GiB machine
+    monkeypatch.setattr(lessonkit.images, "_physical_memory", lambda: 2**30)   # a 1 GiB machine
     with pytest.raises(LessonkitError, match=r"12 images at 9000 x 9000 pixels take 2.7 GiB decoded .* more than this "
                                              r"machine's memory \(1.0 GiB\)"):
         DataLoaders.from_lists(PETS, files, labels, size=9000, device="cpu")

@@ -520,7 +520,9 @@ from pathlib import Path
 from lessonkit.images import decode_images, get_image_files
 from lessonkit.datasets import Dataset, untar_data
 url, size, checksum, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-folder = untar_data(Dataset("toyimgs", url, size, checksum), progress=False)
+# a long timeout: the server holds the first response half-way until the second process (slow to start on a busy
+# machine) waits for the lock; with the default 10 s the first would time out and ask again
+folder = untar_data(Dataset("toyimgs", url, size, checksum), progress=False, timeout=300)
 imgs, bad = decode_images(get_image_files(folder), 48, disk_cache=True, num_workers=2)
 torch.save({"folder": str(folder), "imgs": imgs, "bad": bad}, out / "result.pth")
 """
