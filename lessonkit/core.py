@@ -17,7 +17,8 @@ import torch
 # %% auto #0
 __all__ = ['LessonkitError', 'LessonkitWarning', 'warn', 'shown', 'check_arg', 'closest', 'check_keywords', 'delegates',
            'in_colab', 'in_test', 'in_notebook', 'show_progress', 'default_device', 'check_device', 'set_seed',
-           'lessonkit_home', 'cache_dir', 'write_target', 'atomic_write', 'load_safely', 'file_lock']
+           'lessonkit_home', 'cache_dir', 'write_target', 'atomic_write', 'load_safely', 'file_lock', 'rank',
+           'world_size', 'write_once']
 
 # %% ../nbs/00_core.ipynb #5783963d
 class LessonkitError(Exception):
@@ -143,8 +144,10 @@ def show_progress() -> bool:
 
 # %% ../nbs/00_core.ipynb #d35873e9
 def default_device() -> torch.device:
-    "The fastest device here: CUDA, then Apple's MPS, then the CPU."
-    if torch.cuda.is_available(): return torch.device("cuda")
+    "The fastest device here: CUDA (under torchrun with several processes, this process's own GPU `cuda:LOCAL_RANK`), then Apple's MPS, then the CPU."
+    if torch.cuda.is_available():
+        several = int(os.environ.get("WORLD_SIZE", 1)) > 1 and "LOCAL_RANK" in os.environ
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"])) if several else torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
 
@@ -282,3 +285,38 @@ def file_lock(path: str | os.PathLike): # the lock file (created if missing; its
         yield path
     finally:
         os.close(fd)  # closing releases the lock
+
+# %% ../nbs/00_core.ipynb #ae1a7c1b
+def _process_group():
+    "`torch.distributed` while this process is one of several in a process group (inside `learn.distributed()`), else None."
+    dist = torch.distributed
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+def rank() -> int:
+    "This process's rank in a distributed run (0 for the first one, and when there is only one)."
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank()
+    return int(os.environ.get("RANK", 0))  # set by torchrun, also before (and after) the process group exists
+
+def world_size() -> int:
+    "How many processes the run has: 1, unless torchrun or `lessonkit.distributed.launch` started several."
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized(): return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+def write_once(write: Callable[[], Any]): # writes a file (or several)
+    "Call `write()` on rank 0 only; inside `learn.distributed()` the other ranks wait for it, and fail if it failed."
+    dist = _process_group()
+    if dist is None:
+        if rank() == 0: write()
+        return
+    error = None
+    if dist.get_rank() == 0:
+        try: write()
+        except BaseException as e: error = e
+    what = [None if error is None else f"{type(error).__name__}: {error}"]
+    dist.broadcast_object_list(what, src=0)  # also the barrier: the others leave once rank 0 is done
+    if error is not None: raise error
+    if what[0] is not None:
+        raise LessonkitError(f"Rank 0 failed to write a file that every process waits for ({what[0]}). Its own error, "
+                             "above, says more.")

@@ -4,14 +4,14 @@
 
 # %% ../nbs/00a_display.ipynb #dbda3d0f
 from __future__ import annotations
-import base64, html, io, math, sys, tokenize
+import base64, html, io, math, os, sys, tokenize
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING: from matplotlib.figure import Figure  # imported on first use: see `_notebook_figure_class`
 
-from .core import LessonkitError, in_notebook, in_test
+from .core import LessonkitError, in_notebook, in_test, rank
 
 # %% auto #0
 __all__ = ['rich_output', 'say', 'live_notebook', 'show', 'unshow', 'DisplayOnce', 'fig_to_png', 'figure', 'subplots',
@@ -43,12 +43,13 @@ def live_notebook() -> bool:
 
 # %% ../nbs/00a_display.ipynb #c7e52972
 _pending: list = []  # what `show` promised to display before the running cell ends, in call order
+_pid = os.getpid()  # a process forked from this one (`lessonkit.distributed.launch`) never sees its cell end
 
 def show(obj):
-    "Display `obj` exactly once in a notebook (as the cell's value, or when the cell ends); return `obj`."
+    "Display `obj` exactly once in a notebook (as the cell's value, or when the cell ends); return `obj`. In a distributed run only rank 0 shows it."
     ip = _shell()
-    if ip is None: return obj
-    if getattr(ip.displayhook, "exec_result", None) is None:  # not inside a cell, e.g. in a widget's callback
+    if ip is None or rank() != 0: return obj
+    if getattr(ip.displayhook, "exec_result", None) is None or os.getpid() != _pid:  # not in a cell of ours: e.g. in a widget's callback
         from IPython.display import display
         display(obj)
         return obj

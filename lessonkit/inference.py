@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 import lessonkit
-from .core import LessonkitError, atomic_write, check_arg, check_device, load_safely, shown
+from .core import LessonkitError, atomic_write, check_arg, check_device, load_safely, shown, write_once
 from .augment import RESIZE_METHODS, BatchAugment, aug_transforms, as_hw, check_stats
 from .data import DataLoaders
 from .images import ImageSource, load_image
@@ -70,6 +70,8 @@ def get_preds(learn: Learner,
             if len(batch) > 1: targets.append(batch[1])
     if not outs: raise LessonkitError("The loader is empty: there is nothing to predict.")
     out, y = torch.cat(outs), (torch.cat(targets) if targets else None)
+    gather = getattr(getattr(dl, "sampler", None), "gather", None)  # one process's share: every process's, in order
+    if gather is not None: out, y = gather(out), None if y is None else gather(y)
     probs = learn.activation(out).cpu()
     bad = int((~torch.isfinite(probs)).flatten(1).any(1).sum()) if probs.ndim else 0
     if bad:   # never a label with NaN probabilities behind it
@@ -128,6 +130,10 @@ FORMAT = "lessonkit-learner"
 FORMAT_VERSION = 1
 _LOSSES = {c.__name__: c for c in (nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, nn.NLLLoss)}
 
+def _hw_list(size) -> list[int] | None:
+    "A size (an int, or height and width) as [height, width], as the manifest keeps it."
+    return None if size is None else list(as_hw(size))
+
 def _jsonable(x):
     if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
     if isinstance(x, torch.Tensor): return x.tolist()
@@ -152,21 +158,23 @@ def manifest(learn: Learner) -> dict:
             "classes": list(dls.classes), "multi_label": bool(getattr(dls, "multi_label", False)),
             "loss": type(learn.loss_func).__name__,
             "size": list(dls.size), "stats": _jsonable(dls.stats), "bs": getattr(dls, "bs", 64),
-            "item_resize": settings.get("item_resize", "squish"), "item_size": _jsonable(settings.get("item_size")),
+            "item_resize": settings.get("item_resize", "squish"), "item_size": _hw_list(settings.get("item_size")),
             "augment": {k: _jsonable(v) for k, v in aug.settings.items()} if isinstance(aug, BatchAugment) else None,
             "versions": {"lessonkit": lessonkit.__version__, "torch": torch.__version__,
                          "torchvision": torchvision.__version__, **_timm_version(spec.source)}}
 
 def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
-    "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically."
+    "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically (once, by rank 0, in a distributed run)."
     f = Path(fname)
     if not f.is_absolute() and len(f.parts) == 1: f = learn.path / f
-    m = manifest(learn)
+    m = manifest(learn)  # in every process: an unexportable learner fails everywhere alike
     check_manifest(m, "This learner's manifest", "Export a learner made for its data: vision_learner(dls, ...) with "
                    "no n_out gives as many outputs as classes.")   # never write a file that load_learner would refuse
-    state = {"manifest": json.dumps(m),
-             "model": {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
-    with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
+    def write():
+        state = {"manifest": json.dumps(m),
+                 "model": {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
+        with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
+    write_once(write)
     return f
 
 # %% ../nbs/09_inference.ipynb #9a000004

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .core import (LessonkitError, atomic_write, check_arg, check_device, check_keywords, closest,
-                            default_device, delegates, load_safely, shown, warn)
+                            default_device, delegates, load_safely, shown, warn, world_size, write_once)
 from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
     CheckFiniteCallback, ProgressCallback, Recorder, ShowGraphCallback)
@@ -229,11 +229,13 @@ class LearnerSaving:
 
     def save(self, name: str | os.PathLike, # a name (saved as path/models/<name>.pth) or a file path
              with_opt: bool = False) -> Path: # also save the optimizer's state
-        "Save the weights atomically; returns the file."
+        "Save the weights atomically (once, by rank 0, in a distributed run); returns the file."
         f = self.weights_file(name)
-        state = {"arch": arch_name(self.model), "model": self.model.state_dict()}
-        if with_opt and self.opt is not None: state["opt"] = self.opt.state_dict()
-        with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
+        def write():
+            state = {"arch": arch_name(self.model), "model": self.model.state_dict()}
+            if with_opt and self.opt is not None: state["opt"] = self.opt.state_dict()
+            with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
+        write_once(write)
         return f
 
     def load(self, name: str | os.PathLike, # a name or file given to `save`
@@ -262,14 +264,16 @@ class LearnerSaving:
     def save_checkpoint(self, name: str | os.PathLike = "checkpoint") -> Path:
         "Save weights, optimizer, callback states, random generators and the finished epoch, atomically (see `CheckpointCallback`)."
         f = self.weights_file(name)
-        states = {cb.name: st for cb in self.cbs if (st := cb.state_dict()) is not None}
-        state = {"format": CHECKPOINT_FORMAT, "arch": arch_name(self.model), "classes": self.classes,
-                 "epoch": self.epoch, "n_epoch": self.n_epoch, "n_batches": len(self.dls.train),
-                 "n_frozen": self.n_frozen, "train_bn": self.train_bn,
-                 "model": self.model.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
-                 "callbacks": states, "required": sorted(cb.name for cb in self.cbs if cb.resume_required),
-                 "rng": rng_state()}
-        with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
+        def write():
+            states = {cb.name: st for cb in self.cbs if (st := cb.state_dict()) is not None}
+            state = {"format": CHECKPOINT_FORMAT, "arch": arch_name(self.model), "classes": self.classes,
+                     "epoch": self.epoch, "n_epoch": self.n_epoch, "n_batches": len(self.dls.train),
+                     "world_size": world_size(), "n_frozen": self.n_frozen, "train_bn": self.train_bn,
+                     "model": self.model.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                     "callbacks": states, "required": sorted(cb.name for cb in self.cbs if cb.resume_required),
+                     "rng": rng_state()}
+            with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
+        write_once(write)
         return f
 
     def read_checkpoint(self, name: str | os.PathLike, # a name or file given to `save_checkpoint`
@@ -285,6 +289,10 @@ class LearnerSaving:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise LessonkitError(f"{f} is not a checkpoint written by CheckpointCallback (for weights saved with "
                                  "learn.save, use learn.load).")
+        if (ws := state.get("world_size", 1)) != world_size():  # each process's share of an epoch depends on it
+            how = "in one process" if ws == 1 else f"torchrun --nproc_per_node={ws} (or launch(..., nprocs={ws}))"
+            raise LessonkitError(f"{f} was written by a run of {ws} process(es), and this run has {world_size()}. "
+                                 f"Resume with {ws}: {how}.")
         problems = [f"{what}: the checkpoint has {a!r}, this run has {b!r}" for what, a, b in [
             ("architecture", state["arch"], arch_name(self.model)), ("classes", state["classes"], self.classes),
             ("epochs of the fit", state["n_epoch"], n_epoch), ("batches per epoch", state["n_batches"], len(self.dls.train))]
@@ -405,6 +413,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         self.layer_groups = list(layer_groups) if layer_groups is not None else model_layer_groups(model)
         self.train_bn, self.n_frozen, self.opt, self.path = train_bn, 0, None, Path(path)
         self.training, self.epoch, self.n_epoch, self.valid_loss, self.valid_metrics = False, 0, 0, None, {}
+        self.wrapped_model: nn.Module | None = None  # what runs `model` during a fit, if a callback wraps it (DDP)
         self.cbs = []
         self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(), *cbs])
 
@@ -519,7 +528,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
 
     def _do_batch(self):
         with self.autocast():
-            self.pred = self.model(self.x); self("after_pred")
+            self.pred = (self.model if self.wrapped_model is None else self.wrapped_model)(self.x); self("after_pred")
             self.loss = self.loss_func(self.pred, self.y); self("after_loss")
         if not self.training: return
         self.opt.zero_grad()
@@ -561,6 +570,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     predict = _Later("lessonkit.inference")
     tta = _Later("lessonkit.inference")
     export = _Later("lessonkit.inference")
+    distributed = _Later("lessonkit.distributed")
 
 # %% ../nbs/07_learner.ipynb #464c27d2
 @delegates(Learner.__init__)

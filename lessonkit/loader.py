@@ -5,7 +5,7 @@
 # %% ../nbs/02c_loader.ipynb #2c000003
 from __future__ import annotations
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +14,15 @@ from .core import LessonkitError, check_arg, check_device
 from .augment import BatchAugment, as_hw, check_stats, denormalize, imagenet_stats
 
 # %% auto #0
-__all__ = ['ImageLoader']
+__all__ = ['Sampler', 'ImageLoader']
 
 # %% ../nbs/02c_loader.ipynb #32b83377
 _KEEP = object()
+
+class Sampler(Protocol):
+    "What `ImageLoader(sampler=...)` takes: the item indices of one pass, and how many there are (torch's samplers are)."
+    def __iter__(self) -> Iterator[int]: ...
+    def __len__(self) -> int: ...
 
 class ImageLoader:
     "Batches of decoded images (and labels) on `device`, normalised, augmented per image if `augment` is set."
@@ -33,7 +38,8 @@ class ImageLoader:
                  stats=imagenet_stats, # (mean, std) per channel, or None for no normalisation
                  device: torch.device | str | None = None, # where batches go (default: `default_device()`)
                  size: int | Sequence[int] | None = None, # output size, if the cached images are bigger (presizing)
-                 multi_label: bool = False): # labels are lists; y is multi-hot
+                 multi_label: bool = False, # labels are lists; y is multi-hot
+                 sampler: Sampler | None = None): # the item order of each pass instead of `shuffle`, e.g. a process's share of it (`lessonkit.distributed`)
         if len(items) != len(images): raise LessonkitError(f"{len(items)} items but {len(images)} images.")
         if labels is not None and len(labels) != len(items):
             raise LessonkitError(f"{len(items)} items but {len(labels)} labels: give one label per item.")
@@ -42,6 +48,7 @@ class ImageLoader:
         self.labels = None if labels is None else list(labels)
         self.classes, self.multi_label = list(classes), multi_label
         self.bs, self.shuffle, self.drop_last, self.augment, self.stats = bs, shuffle, drop_last, augment, stats
+        self.sampler = sampler
         self.device = check_device(device)
         self.size = as_hw(size) if size is not None else (tuple(self.images[0].shape[-2:]) if self.images else None)
         self._y = self._targets()
@@ -63,24 +70,27 @@ class ImageLoader:
 
     def __len__(self) -> int:
         "The number of batches in one pass."
-        full, rest = divmod(self.n, self.bs)
+        full, rest = divmod(self.n if self.sampler is None else len(self.sampler), self.bs)
         return full if (self.drop_last and full) else full + (rest > 0)
 
     def __repr__(self) -> str:
         lab = "unlabelled" if self.labels is None else f"{self.c} classes{' (multi-label)' if self.multi_label else ''}"
         return (f"ImageLoader({self.n} images, {lab}, size={self.size}, bs={self.bs}, shuffle={self.shuffle}, "
-                f"augment={'yes' if self.augment is not None else 'no'}, device={self.device})")
+                f"augment={'yes' if self.augment is not None else 'no'}, device={self.device}"
+                f"{f', sampler={self.sampler!r}' if self.sampler is not None else ''})")
 
     def new(self, shuffle: bool | None = None, # None keeps the current setting
             augment: Any = _KEEP, # a BatchAugment, None to switch off, or leave out to keep
             bs: int | None = None, drop_last: bool | None = None,
-            device: torch.device | str | None = None) -> ImageLoader:
+            device: torch.device | str | None = None,
+            sampler: Any = _KEEP) -> ImageLoader: # a `Sampler`, None to switch off, or leave out to keep
         "A loader over the same items sharing the decoded images, with some settings changed (e.g. TTA: `dl.new(augment=aug)`)."
         return ImageLoader(self.items, self.images, self.labels, self.classes, bs=self.bs if bs is None else bs,
                            shuffle=self.shuffle if shuffle is None else shuffle,
                            drop_last=self.drop_last if drop_last is None else drop_last,
                            augment=self.augment if augment is _KEEP else augment, stats=self.stats,
-                           device=device or self.device, size=self.size, multi_label=self.multi_label)
+                           device=device or self.device, size=self.size, multi_label=self.multi_label,
+                           sampler=self.sampler if sampler is _KEEP else sampler)
 
     def to(self, device: torch.device | str) -> ImageLoader:
         "Send batches to `device` from now on; returns self."
@@ -104,7 +114,8 @@ class ImageLoader:
         return x, self._y[idx].to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = torch.randperm(self.n) if self.shuffle else torch.arange(self.n)
+        if self.sampler is not None: order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        else: order = torch.randperm(self.n) if self.shuffle else torch.arange(self.n)
         for b in range(len(self)): yield self._batch(order[b * self.bs:(b + 1) * self.bs])
 
     def one_batch(self) -> tuple[torch.Tensor, ...]:

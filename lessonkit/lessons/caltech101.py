@@ -20,7 +20,7 @@ if TYPE_CHECKING: from matplotlib.figure import Figure  # a type only: matplotli
 
 # %% auto #0
 __all__ = ['DROPOUT_LAYERS', 'class_counts', 'plot_class_counts', 'image_sizes', 'plot_image_sizes', 'FrozenDropoutCallback',
-           'plot_top_k']
+           'plot_top_k', 'train_caltech', 'ddp_script']
 
 # %% ../../nbs/lessons/04_caltech101.ipynb #6393febb
 def _sorted_counts(counts: dict[str, int]) -> dict[str, int]:
@@ -147,3 +147,59 @@ def plot_top_k(interp, # a `ClassificationInterpretation` (anything with probs, 
         ax_p.set_title(f"top-{k} predictions; the true class is #{rank} ({probs[t]:.2f})", fontsize=9)
     axs[-1, 1].set_xlabel("probability")
     return fig
+
+# %% ../../nbs/lessons/04_caltech101.ipynb #fcb05f42
+import time
+from functools import partial
+
+import torch
+
+
+def train_caltech(path: str | os.PathLike, # the folder of class folders (the dataset, or the sample)
+                  arch: str = "vgg16", size: int = 224, # the model and its input size
+                  bs: int = 128, # images per batch in each process: one step averages bs x processes
+                  lr: float = 1e-3, max_epochs: int = 30, patience: int = 5, # Adam's rate; early stopping
+                  keep_fc: bool = True, # keep VGG-16's fully-connected layers (frozen), as the source does
+                  seed: int = 42, # the head's starting weights and every random draw of training
+                  out: str | os.PathLike = "runs/caltech101", # rank 0 exports `caltech-ddp.pth` there
+                 ) -> dict:
+    "This lesson's training with lessonkit, in every process torchrun or `launch` started (data-parallel inside `learn.distributed()`; alone in one process). Rank 0 exports the best epoch's model; returns the epoch table, the best epoch, the training time and the test accuracy."
+    from lessonkit.augment import aug_transforms
+    from lessonkit.callbacks import EarlyStoppingCallback, SaveModelCallback
+    from lessonkit.core import set_seed, world_size
+    from lessonkit.data import DataLoaders
+    from lessonkit.learner import vision_learner
+    from lessonkit.metrics import accuracy, top_k_accuracy
+    dls = DataLoaders.from_folder(path, splits=(0.5, 0.25, 0.25), seed=42, size=size, item_size=size * 8 // 7,
+                                  item_resize="crop", bs=bs,
+                                  batch_tfms=aug_transforms(max_rotate=15, min_scale=0.8, max_zoom=1.0, max_warp=0.0,
+                                                            max_lighting=0.0))
+    set_seed(seed)   # the same in every process: the same head to start from
+    learn = vision_learner(dls, arch, head="caltech", keep_fc=keep_fc, opt_func=torch.optim.Adam, lr=lr, wd=0.0,
+                           metrics=[accuracy, partial(top_k_accuracy, k=5)], channels_last=True,
+                           mixed_precision=False, path=out)
+    save_best = SaveModelCallback(monitor="valid_loss", fname="caltech-ddp-best")
+    t0 = time.time()
+    with learn.distributed():
+        learn.fit(max_epochs, cbs=[EarlyStoppingCallback(monitor="valid_loss", patience=patience), save_best,
+                                   FrozenDropoutCallback()])
+    seconds = time.time() - t0
+    learn.export("caltech-ddp.pth")   # rank 0 writes it
+    probs, targets = learn.get_preds(dls.test)
+    return {"processes": world_size(), "values": learn.recorder.values, "best_epoch": save_best.best_epoch,
+            "train_seconds": seconds, "test_top1": accuracy(probs, targets)}
+
+
+def ddp_script(path: str | os.PathLike, # the folder of class folders
+               **params) -> str: # `train_caltech`'s other arguments
+    "A script that runs `train_caltech(path, **params)` in every process `torchrun` starts; rank 0 prints the result."
+    args = "".join(f", {k}={v!r}" for k, v in params.items())
+    return (f'''"""Lesson 4's training on every GPU of this machine: torchrun --nproc_per_node=<GPUs> <this file>"""
+import json
+from lessonkit.core import rank
+from lessonkit.lessons.caltech101 import train_caltech
+
+if __name__ == "__main__":
+    result = train_caltech({str(path)!r}{args})
+    if rank() == 0: print(json.dumps(result))
+''')
