@@ -24,12 +24,12 @@ from .images import (IMAGE_EXTENSIONS, BadImageError, _ImageCache, check_images,
 from .labels import parent_label, random_splits, stratified_splits
 
 # %% auto #0
-__all__ = ['SPLIT_NAMES', 'ImageDataLoaders', 'loader_options', 'DataLoaders']
+__all__ = ['ImageDataLoaders', 'DataLoaders']
 
 # %% ../nbs/02d_data.ipynb #0ca99b46
-SPLIT_NAMES = ("train", "valid", "test")
+_SPLIT_NAMES = ("train", "valid", "test")
 
-def loader_options(*, size: int | Sequence[int] = 224, # the images' size in batches: an int (square) or (height, width)
+def _loader_options(*, size: int | Sequence[int] = 224, # the images' size in batches: an int (square) or (height, width)
                    bs: int = 64, # batch size
                    item_resize: str = "squish", # how each image is made `size` when decoded: 'squish', 'crop' (centre) or 'pad'
                    item_size: int | Sequence[int] | None = None, # decode and cache bigger; the augmentation cuts `size` out of it (presizing)
@@ -126,7 +126,7 @@ class DataLoaders:
     def __iter__(self): return iter(self.loaders)
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{n}={dl.n}" for n, dl in zip(SPLIT_NAMES, (self.train, self.valid, self.test)) if dl is not None)
+        parts = ", ".join(f"{n}={dl.n}" for n, dl in zip(_SPLIT_NAMES, (self.train, self.valid, self.test)) if dl is not None)
         sk = f", {len(self.skipped)} skipped" if self.skipped else ""
         return f"DataLoaders({parts}; {self.c} classes, size={self.size}, bs={self.bs}, device={self.device}{sk})"
 
@@ -135,7 +135,7 @@ class DataLoaders:
     def _from_labelled(cls, path: str | os.PathLike, lab: Labelled, valid_pct: float | None, seed: int | None,
                        splits: Sequence[float] | None, label_delim: str | None = None, **kwargs) -> DataLoaders:
         "Report the labelling's problems, split (unless the data fixes the split), decode, and make the loaders."
-        opts, skipped = loader_options(**kwargs), []
+        opts, skipped = _loader_options(**kwargs), []
         _check_problems(lab.problems, lab.what, lab.fix, opts["skip_bad"], skipped)
         labels, multi = _clean_labels(lab.labels, label_delim)
         split_ids = lab.split_ids if lab.split_ids is not None else choose_splits(labels, valid_pct, splits, seed)
@@ -145,7 +145,7 @@ class DataLoaders:
                    num_workers=opts["num_workers"], disk_cache=opts["disk_cache"], skip_bad=opts["skip_bad"])
 
     @classmethod
-    @delegates(loader_options)
+    @delegates(_loader_options)
     def from_lists(cls, path: str | os.PathLike, # the folder file names are relative to
                    fnames: Sequence[str | os.PathLike], # image files
                    labels: Sequence, # one label per file (a list of labels each, for multi-label)
@@ -159,7 +159,7 @@ class DataLoaders:
                                   **kwargs)
 
     @classmethod
-    @delegates(loader_options)
+    @delegates(_loader_options)
     def from_name_func(cls, path: str | os.PathLike, # the folder the files are in
                        fnames: Sequence[str | os.PathLike], # image files (e.g. `get_image_files(path)`)
                        label_func: Callable[[str], str], # file name -> label
@@ -169,7 +169,7 @@ class DataLoaders:
         return cls._from_labelled(path, labels_from_func(path, fnames, label_func), valid_pct, seed, splits, **kwargs)
 
     @classmethod
-    @delegates(loader_options)
+    @delegates(_loader_options)
     def from_name_re(cls, path: str | os.PathLike, # the folder the files are in
                      fnames: Sequence[str | os.PathLike], # image files
                      pat: str | re.Pattern, # a regular expression whose first group is the label
@@ -179,7 +179,7 @@ class DataLoaders:
         return cls._from_labelled(path, labels_from_re(path, fnames, pat), valid_pct, seed, splits, **kwargs)
 
     @classmethod
-    @delegates(loader_options)
+    @delegates(_loader_options)
     def from_folder(cls, path: str | os.PathLike, # the dataset folder
                     train: str = "train", # the training sub-folder (holding one folder per class)
                     valid: str = "valid", # the validation sub-folder
@@ -193,7 +193,7 @@ class DataLoaders:
         return cls._from_labelled(path, lab, valid_pct, seed, splits, **kwargs)
 
     @classmethod
-    @delegates(labels_from_table, loader_options, exclude=["row_name"])
+    @delegates(labels_from_table, _loader_options, exclude=["row_name"])
     def from_df(cls, df, # a pandas DataFrame, a dict of columns, or a list of rows
                 path: str | os.PathLike = ".", # the folder file names are relative to
                 *, valid_pct: float | None = 0.2, seed: int | None = 42, splits: Sequence[float] | None = None,
@@ -204,7 +204,7 @@ class DataLoaders:
                                   table.get("label_delim"), **opts)
 
     @classmethod
-    @delegates(labels_from_table, loader_options, exclude=["row_name"])
+    @delegates(labels_from_table, _loader_options, exclude=["row_name"])
     def from_csv(cls, path: str | os.PathLike, # the dataset folder
                  csv_fname: str | os.PathLike = "labels.csv", # the CSV file, relative to `path`
                  *, header: bool = True, # the first line holds column names
@@ -258,9 +258,9 @@ class DataLoaders:
         "A grid of `n` images of one batch of `split` (augmented, for train) titled with their labels; returns the Figure."
         from lessonkit.display import NotebookFigure as Figure, show  # a figure that shows exactly once in a notebook
         n = check_arg("n", n, int, ge=1)
-        if split not in SPLIT_NAMES: raise LessonkitError(f"split must be one of {SPLIT_NAMES}, not {shown(split)}.")
+        if split not in _SPLIT_NAMES: raise LessonkitError(f"split must be one of {_SPLIT_NAMES}, not {shown(split)}.")
         dl = getattr(self, split, None)
-        if dl is None: raise LessonkitError(f"No {split!r} loader: use one of {[s for s in SPLIT_NAMES if getattr(self, s)]}.")
+        if dl is None: raise LessonkitError(f"No {split!r} loader: use one of {[s for s in _SPLIT_NAMES if getattr(self, s)]}.")
         if not dl.n: raise LessonkitError(f"The {split!r} loader holds no images to show.")
         dl = dl.new(bs=min(n, dl.n), drop_last=False)
         b = dl.one_batch()

@@ -17,9 +17,8 @@ from tqdm.auto import tqdm
 from .core import LessonkitError, cache_dir, file_lock, in_test, warn
 
 # %% auto #0
-__all__ = ['DATASETS', 'ARCHIVE_SUFFIXES', 'Dataset', 'URLs', 'get_dataset', 'sample_path', 'file_checksum', 'verify_file',
-           'archive_stem', 'extract_archive', 'CorruptArchiveError', 'DownloadError', 'download_url', 'archive_path',
-           'untar_data']
+__all__ = ['DATASETS', 'Dataset', 'URLs', 'get_dataset', 'sample_path', 'file_checksum', 'verify_file', 'extract_archive',
+           'CorruptArchiveError', 'DownloadError', 'download_url', 'untar_data']
 
 # %% ../nbs/01_datasets.ipynb #c012d3fc
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Dataset:
     @property
     def folder_name(self) -> str:
         "The name of the folder the archive is extracted to."
-        return self.folder or archive_stem(self.filename)
+        return self.folder or _archive_stem(self.filename)
 
 # %% ../nbs/01_datasets.ipynb #1c200cab
 DATASETS: dict[str, Dataset] = {d.name: d for d in [
@@ -125,12 +124,12 @@ def verify_file(path: str | os.PathLike, # the file
     return None
 
 # %% ../nbs/01_datasets.ipynb #54cf5974
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 
-def archive_stem(filename: str) -> str:
+def _archive_stem(filename: str) -> str:
     "The archive's name without its extension ('oxford-iiit-pet.tgz' -> 'oxford-iiit-pet')."
     low = filename.lower()
-    for s in ARCHIVE_SUFFIXES:
+    for s in _ARCHIVE_SUFFIXES:
         if low.endswith(s): return filename[:-len(s)]
     return Path(filename).stem
 
@@ -161,7 +160,7 @@ def extract_archive(archive: str | os.PathLike, # a .tgz/.tar.gz/.tar/.tar.bz2/.
     "Extract `archive` safely into `dest / name` (all or nothing) and return that folder."
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    target = dest / (name or archive_stem(archive.name))
+    target = dest / (name or _archive_stem(archive.name))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=dest))
     try:
         try:
@@ -276,7 +275,7 @@ def _local_path(s) -> Path:
     s = str(s)
     return Path(url2pathname(urlparse(s).path)) if s.startswith("file://") else Path(s).expanduser()
 
-def archive_path(url_or_name: str | Dataset) -> Path:
+def _archive_path(url_or_name: str | Dataset) -> Path:
     "Where the archive of a dataset or URL is kept: `cache_dir('archives') / <file name>`."
     ds = url_or_name if isinstance(url_or_name, Dataset) else _as_dataset(url_or_name)
     return cache_dir("archives") / ds.filename
@@ -285,7 +284,7 @@ def _as_dataset(x) -> Dataset:
     if isinstance(x, Dataset): return x
     try: return get_dataset(x)
     except LessonkitError:
-        if "://" in str(x): return Dataset(archive_stem(_url_filename(str(x))), str(x))
+        if "://" in str(x): return Dataset(_archive_stem(_url_filename(str(x))), str(x))
         raise
 
 def _offline_message(ds: Dataset, arch: Path, err: BaseException) -> str:
@@ -305,7 +304,7 @@ def untar_data(url_or_name: str | os.PathLike | Dataset, # a registered name ('p
     if not isinstance(url_or_name, Dataset) and _is_local(url_or_name):
         arch = _local_path(url_or_name)
         if not arch.is_file(): raise LessonkitError(f"No archive at {arch}. Check the path.")
-        target = dest / archive_stem(arch.name)
+        target = dest / _archive_stem(arch.name)
         if target.exists() and not force: return target
         with file_lock(_lock_file(target)):
             if target.exists() and not force: return target  # another process extracted it while we waited
@@ -326,7 +325,7 @@ def _lock_file(target: Path) -> Path:
 
 def _get_and_extract(ds: Dataset, dest: Path, target: Path, force: bool, timeout: float, progress: bool | None) -> Path:
     "Check or download the archive of `ds`, and extract it to `target` (called holding the lock)."
-    arch = archive_path(ds)
+    arch = _archive_path(ds)
     if arch.exists() and not force:
         reason = verify_file(arch, ds.size, ds.checksum)
         if reason: warn(f"The archive {arch} is damaged ({reason}); downloading it again."); arch.unlink()

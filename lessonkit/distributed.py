@@ -18,7 +18,7 @@ from .core import LessonkitError, rank, world_size
 from .callbacks import Callback, CSVLogger, ProgressCallback, ShowGraphCallback
 from .loader import ImageLoader
 from .metrics import metric_name
-from .learner import available_cpus, use_cpu_threads
+from .learner import _available_cpus, _use_cpu_threads
 
 if TYPE_CHECKING: from lessonkit.learner import Learner
 
@@ -289,7 +289,7 @@ def distributed(learn: Learner,
     threads = torch.get_num_threads()
     if kind == "cpu":
         here = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
-        use_cpu_threads(num_threads or max(1, available_cpus() // here))
+        _use_cpu_threads(num_threads or max(1, _available_cpus() // here))
     dls, cbs = learn.dls, [DistributedCallback(device, sync_bn, find_unused_parameters), QuietCallback()]
     try:
         learn.model.to(device); learn.device = device
@@ -386,6 +386,6 @@ def launch(fn: Callable, # the function every process runs (e.g. one that makes 
                           max_restarts=0, monitor_interval=0.1, start_method=start_method)
     try:
         with _quiet("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing"):
-            results = elastic_launch(config, _run_rank)(fn, args, kwargs, max(1, available_cpus() // nprocs))
+            results = elastic_launch(config, _run_rank)(fn, args, kwargs, max(1, _available_cpus() // nprocs))
     except ChildFailedError as e: raise LessonkitError(_failure(e, nprocs)) from e
     return [results[r] for r in range(nprocs)]

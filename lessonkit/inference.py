@@ -18,13 +18,12 @@ from .augment import RESIZE_METHODS, BatchAugment, aug_transforms, as_hw, check_
 from .data import DataLoaders
 from .images import ImageSource, load_image
 from .loader import ImageLoader
-from .learner import Learner, arch_name
+from .learner import Learner, _arch_name
 from .backbones import _TIMM_EXTRA, arch_id
 from .models import HEADS, TransferModel, create_model
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'per_item_loss', 'get_preds', 'image_loader', 'predict', 'tta', 'manifest', 'export',
-           'check_manifest', 'load_learner']
+__all__ = ['FORMAT_VERSION', 'per_item_loss', 'get_preds', 'predict', 'tta', 'export', 'load_learner']
 
 # %% ../nbs/09_inference.ipynb #aa96cabe
 def per_item_loss(loss_func, # the learner's loss
@@ -85,7 +84,7 @@ def get_preds(learn: Learner,
     return probs, y.cpu(), per_item_loss(learn.loss_func, out, y).cpu()
 
 # %% ../nbs/09_inference.ipynb #1ccde5fa
-def image_loader(learn: Learner, item: ImageSource) -> ImageLoader:
+def _image_loader(learn: Learner, item: ImageSource) -> ImageLoader:
     "A one-image loader for a file, the bytes of one or a PIL image, decoded like the validation set."
     if isinstance(item, (str, os.PathLike)): return learn.dls.test_dl([item], bs=1)
     settings = getattr(learn.dls, "settings", {})
@@ -100,7 +99,7 @@ def predict(learn: Learner,
            ) -> tuple[Any, Any, torch.Tensor]:
     "`(label, index, probs)` for one image (multi-label: `(labels, indices, probs)`)."
     thresh = check_arg("thresh", thresh, ge=0, le=1)
-    probs = get_preds(learn, image_loader(learn, item))[0][0]
+    probs = get_preds(learn, _image_loader(learn, item))[0][0]
     if getattr(learn.dls, "multi_label", False):
         idx = (probs > thresh).nonzero().flatten()
         return [learn.classes[i] for i in idx.tolist()], idx, probs
@@ -126,7 +125,7 @@ def tta(learn: Learner,
     return torch.lerp(aug, plain, beta), targets
 
 # %% ../nbs/09_inference.ipynb #0d9bac00
-FORMAT = "lessonkit-learner"
+_FORMAT = "lessonkit-learner"
 FORMAT_VERSION = 1
 _LOSSES = {c.__name__: c for c in (nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, nn.NLLLoss)}
 
@@ -144,15 +143,15 @@ def _timm_version(source: str) -> dict:
     import timm  # a timm model was built, so timm is there
     return {"timm": timm.__version__}
 
-def manifest(learn: Learner) -> dict:
+def _manifest(learn: Learner) -> dict:
     "What `export` stores besides the weights."
     if not isinstance(learn.model, TransferModel):
-        raise LessonkitError(f"export needs a model made by create_model/vision_learner, not a {arch_name(learn.model)}. "
+        raise LessonkitError(f"export needs a model made by create_model/vision_learner, not a {_arch_name(learn.model)}. "
                              "Save its weights with learn.save instead.")
     spec, dls = learn.model.spec, learn.dls
     settings = getattr(dls, "settings", {})
     aug = getattr(dls.train, "augment", None)
-    return {"format": FORMAT, "format_version": FORMAT_VERSION,
+    return {"format": _FORMAT, "format_version": FORMAT_VERSION,
             "arch": spec.arch, "source": spec.source, "weights": spec.weights, "arch_stats": spec.stats,
             "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
             "classes": list(dls.classes), "multi_label": bool(getattr(dls, "multi_label", False)),
@@ -167,8 +166,8 @@ def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
     "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically (once, by rank 0, in a distributed run)."
     f = Path(fname)
     if not f.is_absolute() and len(f.parts) == 1: f = learn.path / f
-    m = manifest(learn)  # in every process: an unexportable learner fails everywhere alike
-    check_manifest(m, "This learner's manifest", "Export a learner made for its data: vision_learner(dls, ...) with "
+    m = _manifest(learn)  # in every process: an unexportable learner fails everywhere alike
+    _check_manifest(m, "This learner's manifest", "Export a learner made for its data: vision_learner(dls, ...) with "
                    "no n_out gives as many outputs as classes.")   # never write a file that load_learner would refuse
     def write():
         state = {"manifest": json.dumps(m),
@@ -207,7 +206,7 @@ _MANIFEST_KEYS = {
     "augment": (False, "null or BatchAugment's settings", lambda v: v is None or (isinstance(v, dict) and _holds(lambda: BatchAugment(**v)))),
 }
 
-def check_manifest(m: dict, # a manifest, as `manifest` makes it or as read from a file
+def _check_manifest(m: dict, # a manifest, as `_manifest` makes it or as read from a file
                    where: str = "the manifest", # what to call it in the message (e.g. the file)
                    fix: str = "A file written by learn.export() has none of these problems: it was edited or damaged. "
                               "Export the learner again."): # what to do about it
@@ -230,15 +229,15 @@ def _read_export(f: Path) -> tuple[dict, dict]:
         raise LessonkitError(f"{f} is not a learner exported by lessonkit (no manifest). Export one with learn.export().")
     try: m = json.loads(state["manifest"])
     except json.JSONDecodeError as e: raise LessonkitError(f"The manifest in {f} is not valid JSON ({e}).") from e
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise LessonkitError(f"{f} is a {m.get('format') if isinstance(m, dict) else None!r} file, not a {FORMAT!r} file "
+    if not isinstance(m, dict) or m.get("format") != _FORMAT:
+        raise LessonkitError(f"{f} is a {m.get('format') if isinstance(m, dict) else None!r} file, not a {_FORMAT!r} file "
                              "exported by lessonkit.")
     if m.get("format_version") != FORMAT_VERSION:
         raise LessonkitError(
             f"{f} uses export format version {m.get('format_version')} (written by lessonkit "
             f"{m.get('versions', {}).get('lessonkit')}); this lessonkit {lessonkit.__version__} reads version "
             f"{FORMAT_VERSION}. Install the lessonkit version that wrote it, or export the learner again.")
-    check_manifest(m, f"The manifest in {f}")
+    _check_manifest(m, f"The manifest in {f}")
     return m, state["model"]
 
 def _inference_dls(m: dict, device: torch.device) -> DataLoaders:

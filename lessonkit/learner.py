@@ -23,10 +23,7 @@ from .metrics import metric_name
 from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
 # %% auto #0
-__all__ = ['MAX_LR', 'NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups',
-           'check_lr', 'split_decay', 'bf16_native', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events',
-           'check_callback', 'LearnerCallbacks', 'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state',
-           'set_rng_state', 'smallest_batch', 'Learner', 'vision_learner']
+__all__ = ['MAX_LR', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'check_lr', 'Learner', 'vision_learner']
 
 # %% ../nbs/07_learner.ipynb #1708ec0f
 def default_loss(model: nn.Module, multi_label: bool = False) -> nn.Module:
@@ -78,45 +75,45 @@ def check_lr(name: str, # the argument's name, for the message
     return check_arg(name, lr, gt=0, le=top, hint=hint)
 
 # %% ../nbs/07_learner.ipynb #8abdbc33
-NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
+_NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
-def split_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+def _split_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     "The parameters of `module` that weight decay should shrink, and the rest: normalisation layers' and all biases."
     decay, no_decay = [], []
     for m in module.modules():
         for name, p in m.named_parameters(recurse=False):
-            (no_decay if isinstance(m, NORM_LAYERS) or name == "bias" else decay).append(p)
+            (no_decay if isinstance(m, _NORM_LAYERS) or name == "bias" else decay).append(p)
     return decay, no_decay
 
 # %% ../nbs/07_learner.ipynb #b3db38b5
-def bf16_native(device: torch.device) -> bool:
+def _bf16_native(device: torch.device) -> bool:
     "Whether a CUDA GPU computes in bfloat16 natively: compute capability 8.0+ (Ampere and later), or an AMD GPU."
     if torch.version.hip: return True
     # not torch.cuda.is_bf16_supported(): it is also True where bf16 is only emulated (e.g. a T4), which is slow
     return torch.cuda.get_device_capability(device)[0] >= 8
 
-def amp_dtype(device: torch.device, mixed_precision: bool | str | None = "auto") -> torch.dtype | None:
+def _amp_dtype(device: torch.device, mixed_precision: bool | str | None = "auto") -> torch.dtype | None:
     "The autocast dtype for `device`: 'auto' means bf16 (fp16 on GPUs without native bf16) on CUDA and none elsewhere; 'bf16'/'fp16' force one."
     if mixed_precision in (None, False): return None
     if mixed_precision in ("bf16", torch.bfloat16): return torch.bfloat16
     if mixed_precision in ("fp16", torch.float16): return torch.float16
     if device.type != "cuda": return torch.bfloat16 if mixed_precision is True else None
-    return torch.bfloat16 if bf16_native(device) else torch.float16
+    return torch.bfloat16 if _bf16_native(device) else torch.float16
 
-def available_cpus() -> int:
+def _available_cpus() -> int:
     "CPU cores this process may use."
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-def use_cpu_threads(n: int | None = None) -> int: # None: every core this process may use (never fewer than now); 0: leave it
+def _use_cpu_threads(n: int | None = None) -> int: # None: every core this process may use (never fewer than now); 0: leave it
     "Set how many threads torch computes with on the CPU (a setting of the whole process); returns the count now in use."
-    if n is None: n = max(available_cpus(), torch.get_num_threads())
+    if n is None: n = max(_available_cpus(), torch.get_num_threads())
     if n < 0: raise LessonkitError(f"num_threads must be a number of threads >= 1, 0 (leave torch's setting) or None, not {n}.")
     if n and n != torch.get_num_threads(): torch.set_num_threads(n)
     return torch.get_num_threads()
 
 # %% ../nbs/07_learner.ipynb #0671f207
-def check_events(cb: Callback):
+def _check_events(cb: Callback):
     "A `LessonkitError` if `cb` has a method named like an event (`before_...`, `after_...`) that is not one of `EVENTS`."
     for name in dir(type(cb)):
         if name.startswith(("before_", "after_")) and name not in EVENTS and callable(getattr(type(cb), name)):
@@ -125,21 +122,21 @@ def check_events(cb: Callback):
                                  f"it would never run{f': did you mean {hint}?' if hint else '.'} "
                                  f"The events are: {', '.join(EVENTS)}.")
 
-def check_callback(cb):
-    "A `LessonkitError` if `cb` is not a `Callback` instance (a class, say), or has a misnamed event (`check_events`)."
+def _check_callback(cb):
+    "A `LessonkitError` if `cb` is not a `Callback` instance (a class, say), or has a misnamed event (`_check_events`)."
     if not isinstance(cb, Callback):
         made = isinstance(cb, type) and issubclass(cb, Callback)
         raise LessonkitError(f"A callback must be an instance of a Callback subclass, not {shown(cb)}" +
                              (f": make one, {cb.__name__}(...)." if made else "."))
-    check_events(cb)
+    _check_events(cb)
 
-class LearnerCallbacks:
+class _LearnerCallbacks:
     "The callback part of `Learner`: `self.cbs` is the list of callbacks."
     cbs: list[Callback]
 
     def add_cb(self, cb: Callback) -> Callback:
-        "Add a callback (replacing one with the same name); see `check_events`."
-        check_callback(cb)
+        "Add a callback (replacing one with the same name); see `_check_events`."
+        _check_callback(cb)
         old = getattr(self, cb.name, None)
         if isinstance(old, Callback): self.remove_cb(old)
         cb.learn = self
@@ -158,7 +155,7 @@ class LearnerCallbacks:
     @contextmanager
     def added_cbs(self, cbs: Sequence[Callback]):
         "Add `cbs` for the duration of a `with` block; the learner's callbacks they replace (same name) come back after it."
-        for cb in cbs: check_callback(cb)   # all of them before any is added: nothing stays behind on an error
+        for cb in cbs: _check_callback(cb)   # all of them before any is added: nothing stays behind on an error
         names = {cb.name for cb in cbs}
         replaced = [(i, old) for i, old in enumerate(self.cbs) if old.name in names]
         self.add_cbs(cbs)
@@ -184,7 +181,7 @@ class LearnerCallbacks:
 # %% ../nbs/07_learner.ipynb #a4be8286
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
-class LearnerFreezing:
+class _LearnerFreezing:
     "The freezing part of `Learner`: uses `self.model`, `self.layer_groups` and `self.train_bn`."
     def freeze_to(self, n: int):
         "Freeze the first `n` layer groups (negative: all but the last `-n`); the others train."
@@ -211,7 +208,7 @@ class LearnerFreezing:
             for g in self.layer_groups[:self.n_frozen]: g.eval()
 
 # %% ../nbs/07_learner.ipynb #08f1492a
-def arch_name(model: nn.Module) -> str:
+def _arch_name(model: nn.Module) -> str:
     "The architecture of a `TransferModel` (e.g. 'mobilenet_v2'), else the model's class name."
     return model.spec.arch if isinstance(model, TransferModel) else type(model).__name__
 
@@ -219,7 +216,7 @@ def _first_line(e: BaseException) -> str:
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     return " ".join(lines[:2])[:300]
 
-class LearnerSaving:
+class _LearnerSaving:
     "The saving part of `Learner`: uses `self.model`, `self.opt`, `self.path`, `self.device`."
     def weights_file(self, name: str | os.PathLike) -> Path:
         "`path/models/<name>.pth` for a bare name; a path with a folder or suffix is used as it is."
@@ -232,7 +229,7 @@ class LearnerSaving:
         "Save the weights atomically (once, by rank 0, in a distributed run); returns the file."
         f = self.weights_file(name)
         def write():
-            state = {"arch": arch_name(self.model), "model": self.model.state_dict()}
+            state = {"arch": _arch_name(self.model), "model": self.model.state_dict()}
             if with_opt and self.opt is not None: state["opt"] = self.opt.state_dict()
             with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
         write_once(write)
@@ -248,7 +245,7 @@ class LearnerSaving:
         if not isinstance(state, dict) or "model" not in state:
             raise LessonkitError(f"{f} does not hold weights saved by learn.save (for an exported learner use "
                                  "load_learner).")
-        mine = arch_name(self.model)
+        mine = _arch_name(self.model)
         if state.get("arch") != mine:
             raise LessonkitError(f"{f} holds weights of a {state.get('arch')} model, but this learner's model is a "
                                  f"{mine}. Create the learner with arch={state.get('arch')!r} to load them.")
@@ -266,12 +263,12 @@ class LearnerSaving:
         f = self.weights_file(name)
         def write():
             states = {cb.name: st for cb in self.cbs if (st := cb.state_dict()) is not None}
-            state = {"format": CHECKPOINT_FORMAT, "arch": arch_name(self.model), "classes": self.classes,
+            state = {"format": _CHECKPOINT_FORMAT, "arch": _arch_name(self.model), "classes": self.classes,
                      "epoch": self.epoch, "n_epoch": self.n_epoch, "n_batches": len(self.dls.train),
                      "world_size": world_size(), "n_frozen": self.n_frozen, "train_bn": self.train_bn,
                      "model": self.model.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
                      "callbacks": states, "required": sorted(cb.name for cb in self.cbs if cb.resume_required),
-                     "rng": rng_state()}
+                     "rng": _rng_state()}
             with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
         write_once(write)
         return f
@@ -286,7 +283,7 @@ class LearnerSaving:
         # to the CPU first: the optimizer's load_state_dict moves its state to the parameters' device, except Adam's step
         # counts, which must stay on the CPU (on a GPU they cost two device syncs per parameter at every step)
         state = load_safely(f, "a checkpoint")
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
             raise LessonkitError(f"{f} is not a checkpoint written by CheckpointCallback (for weights saved with "
                                  "learn.save, use learn.load).")
         if (ws := state.get("world_size", 1)) != world_size():  # each process's share of an epoch depends on it
@@ -294,7 +291,7 @@ class LearnerSaving:
             raise LessonkitError(f"{f} was written by a run of {ws} process(es), and this run has {world_size()}. "
                                  f"Resume with {ws}: {how}.")
         problems = [f"{what}: the checkpoint has {a!r}, this run has {b!r}" for what, a, b in [
-            ("architecture", state["arch"], arch_name(self.model)), ("classes", state["classes"], self.classes),
+            ("architecture", state["arch"], _arch_name(self.model)), ("classes", state["classes"], self.classes),
             ("epochs of the fit", state["n_epoch"], n_epoch), ("batches per epoch", state["n_batches"], len(self.dls.train))]
             if a != b]
         if problems:
@@ -317,21 +314,21 @@ class LearnerSaving:
             if n in have: have[n].load_state_dict(st)
         self.opt.load_state_dict(state["opt"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        _set_rng_state(state["rng"])
         return state["epoch"]
 
 # %% ../nbs/07_learner.ipynb #8cbd3508
-CHECKPOINT_FORMAT = "lessonkit-checkpoint-1"
+_CHECKPOINT_FORMAT = "lessonkit-checkpoint-1"
 
-def rng_state() -> dict:
+def _rng_state() -> dict:
     "The state of every random number generator lessonkit uses, as tensors and plain values."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
-def set_rng_state(state: dict):
-    "Restore what `rng_state` returned."
+def _set_rng_state(state: dict):
+    "Restore what `_rng_state` returned."
     v, internal, gauss = state["python"]
     random.setstate((v, tuple(internal), gauss))
     kind, keys, pos, has_gauss, g = state["numpy"]
@@ -352,7 +349,7 @@ def _keywords(f: Callable, skip: int) -> list[str]:
     "The names of `f`'s parameters after the first `skip` (the learner, which a `Learner` method passes itself)."
     return list(inspect.signature(f).parameters)[skip:]
 
-def smallest_batch(dl) -> int | None:
+def _smallest_batch(dl) -> int | None:
     "The fewest items a batch of `dl` holds (None if `dl` does not say how many items and batches it has)."
     n, bs = getattr(dl, "n", None), getattr(dl, "bs", None)
     if n is None or bs is None: return None
@@ -374,9 +371,9 @@ def _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs, layer_gro
     for name, f in (("loss_func", loss_func), ("opt_func", opt_func), *(("metrics", m) for m in metrics)):
         if f is not None and not callable(f):
             raise LessonkitError(f"{name} must be a function (or an nn.Module) to call, not {shown(f)}.")
-    for cb in cbs: check_callback(cb)
+    for cb in cbs: _check_callback(cb)
 
-class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
+class Learner(_LearnerCallbacks, _LearnerFreezing, _LearnerSaving):
     "Trains `model` on `dls`: `fit`, `fit_one_cycle`, `fine_tune`, `lr_find`, `get_preds`, `predict`, `tta`, `export`."
     def __init__(self, dls, # a `DataLoaders` (anything with `.train`, `.valid`, `.classes` works)
                  model: nn.Module, # the model to train
@@ -393,7 +390,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  device: torch.device | str | None = None, # default: the data's device
                  mixed_precision: bool | str | None = "auto", # 'auto': bf16/fp16 on CUDA only; or 'bf16', 'fp16', False
                  channels_last: bool | None = None, # default: on CUDA only
-                 num_threads: int | None = None): # on the CPU, torch's threads for the whole process (`use_cpu_threads`): None every core, 0 leave as is
+                 num_threads: int | None = None): # on the CPU, torch's threads for the whole process (`_use_cpu_threads`): None every core, 0 leave as is
         metrics = [] if metrics is None else list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
         cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs else []
         _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs, layer_groups)
@@ -404,8 +401,8 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         self.model.to(self.device)
         if channels_last if channels_last is not None else self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        if self.device.type == "cpu": use_cpu_threads(num_threads)
-        self.amp_dtype = amp_dtype(self.device, mixed_precision)
+        if self.device.type == "cpu": _use_cpu_threads(num_threads)
+        self.amp_dtype = _amp_dtype(self.device, mixed_precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.loss_func = loss_func or default_loss(model, getattr(dls, "multi_label", False))
         self.activation = activation_for(self.loss_func)
@@ -423,15 +420,15 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     def classes(self) -> list[str]: return list(self.dls.classes)
 
     def __repr__(self) -> str:
-        return (f"Learner({arch_name(self.model)}, {len(self.classes)} classes, loss={type(self.loss_func).__name__}, "
+        return (f"Learner({_arch_name(self.model)}, {len(self.classes)} classes, loss={type(self.loss_func).__name__}, "
                 f"{len(self.layer_groups)} layer groups ({self.n_frozen} frozen), device={self.device}"
                 f"{f', {torch.get_num_threads()} CPU threads' if self.device.type == 'cpu' else ''})")
 
     def create_opt(self):
-        "Make the optimizer at `self.lr`: per layer group, one parameter group with weight decay, one without (`split_decay`)."
+        "Make the optimizer at `self.lr`: per layer group, one parameter group with weight decay, one without (`_split_decay`)."
         groups = []
         for i, g in enumerate(self.layer_groups):
-            decay, no_decay = split_decay(g) if not self.wd_bn_bias else (list(g.parameters()), [])
+            decay, no_decay = _split_decay(g) if not self.wd_bn_bias else (list(g.parameters()), [])
             groups += [{"params": decay, "layer_group": i}, {"params": no_decay, "weight_decay": 0.0, "layer_group": i}]
         self.opt = self.opt_func([g for g in groups if g["params"]], lr=self.lr, weight_decay=self.wd)
 
@@ -456,7 +453,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         for g, v in zip(self.opt.param_groups, self.group_lrs(lr)): g["lr"] = v
 
     def autocast(self):
-        "The mixed-precision context of a forward pass (switched off when `amp_dtype` is None)."
+        "The mixed-precision context of a forward pass (switched off when `_amp_dtype` is None)."
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     # ---- the loop ----
@@ -503,7 +500,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                                  "learn.dls.to(learn.device), or make the learner with the data's device.")
         trains = [m for i, g in enumerate(self.layer_groups) for m in g.modules()
                   if isinstance(m, _BN_TYPES) and (i >= self.n_frozen or self.train_bn)]
-        if trains and smallest_batch(train) == 1:
+        if trains and _smallest_batch(train) == 1:
             raise LessonkitError(f"A training batch would hold a single image (the training set has {train.n} image(s), "
                                  f"bs={train.bs}), and the model's BatchNorm layers cannot train on one image. Use more "
                                  "training images (a smaller valid_pct, or more data) and bs >= 2.")

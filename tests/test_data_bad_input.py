@@ -383,8 +383,8 @@ def test_misspelt_options_name_the_right_one(make):
 
 def test_constructor_signatures_show_every_option():
     import inspect
-    from lessonkit.data import loader_options
-    options = inspect.signature(loader_options).parameters
+    from lessonkit.data import _loader_options
+    options = inspect.signature(_loader_options).parameters
     for name in ("from_folder", "from_name_re", "from_name_func", "from_lists", "from_df", "from_csv"):
         params = inspect.signature(getattr(DataLoaders, name)).parameters
         assert "kwargs" not in params, name

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lessonkit.core import LessonkitError, LessonkitWarning
-from lessonkit.datasets import (DATASETS, URLs, CorruptArchiveError, Dataset, DownloadError, archive_path,
+from lessonkit.datasets import (DATASETS, URLs, CorruptArchiveError, Dataset, DownloadError, _archive_path,
                                 download_url, extract_archive, file_checksum, get_dataset, sample_path, untar_data,
                                 verify_file)
 
@@ -210,7 +210,7 @@ def test_offline_fails_fast_with_instructions(home):
     assert "You may be offline" in msg
     assert "sample_path('pets')" in msg
     assert str(home / "archives" / "oxford-iiit-pet.tgz") in msg  # the exact place to put the archive
-    assert archive_path(ds) == home / "archives" / "oxford-iiit-pet.tgz"
+    assert _archive_path(ds) == home / "archives" / "oxford-iiit-pet.tgz"
 
 
 def test_archive_put_by_hand_is_used_offline(home, tmp_path):
@@ -218,7 +218,7 @@ def test_archive_put_by_hand_is_used_offline(home, tmp_path):
     data = make_tgz(TOY)
     ds = Dataset("toy", f"http://127.0.0.1:{dead_port()}/toy.tgz", len(data), sha(data))
     (home / "archives").mkdir(parents=True)
-    archive_path(ds).write_bytes(data)
+    _archive_path(ds).write_bytes(data)
     assert (untar_data(ds) / "dogs/2.txt").read_bytes() == b"woof"
 
 
