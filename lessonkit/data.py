@@ -235,7 +235,7 @@ class DataLoaders:
                    split: str = "train", # 'train', 'valid' or 'test'
                    ncols: int | None = None, figsize: tuple[float, float] | None = None):
         "A grid of `n` images of one batch of `split` (augmented, for train) titled with their labels; returns the Figure."
-        from matplotlib.figure import Figure
+        from lessonkit.display import NotebookFigure as Figure, show  # a figure that shows exactly once in a notebook
         dl = getattr(self, split, None)
         if dl is None: raise LessonkitError(f"No {split!r} loader: use one of {[s for s in SPLIT_NAMES if getattr(self, s)]}.")
         dl = dl.new(bs=min(n, dl.n), drop_last=False)
@@ -249,7 +249,7 @@ class DataLoaders:
         for ax, im, t in zip(axs.flat, imgs, titles):
             ax.imshow(im.permute(1, 2, 0).numpy()); ax.set_title(t, fontsize=9)
         fig.tight_layout()
-        return fig
+        return show(fig)
 
     def to(self, device: torch.device | str) -> DataLoaders:
         "Send every loader's batches to `device`; returns self."

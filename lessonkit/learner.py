@@ -17,7 +17,7 @@ from torch import nn
 from .core import LessonkitError, atomic_write, closest, default_device, delegates, load_safely, warn
 from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
-    CheckFiniteCallback, ProgressCallback, Recorder)
+    CheckFiniteCallback, ProgressCallback, Recorder, ShowGraphCallback)
 from .metrics import metric_name
 from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
@@ -343,7 +343,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         self.train_bn, self.n_frozen, self.opt, self.path = train_bn, 0, None, Path(path)
         self.training, self.epoch, self.n_epoch, self.valid_loss, self.valid_metrics = False, 0, 0, None, {}
         self.cbs = []
-        self.add_cbs([Recorder(), ProgressCallback(), CheckFiniteCallback(),
+        self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(),
                       *(cbs if isinstance(cbs, (list, tuple)) else [cbs] if cbs else [])])
 
     @property
