@@ -34,7 +34,7 @@ lesson: setup
 test: setup $(SITE_STAMP)
 	bash tools/setup_browser.sh
 	# OMP_WAIT_POLICY=PASSIVE: torch threads stop spin-waiting, which made training 4-5x slower on a shared, busy CPU.
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -v -rs tests
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -v -rs --durations=30 tests
 
 export: setup
 	$(BIN)/python tools/sync_repo_urls.py

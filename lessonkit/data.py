@@ -10,17 +10,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from .core import LessonkitError, delegates, warn
-from .augment import BatchAugment, as_hw, check_method, imagenet_stats
+from .core import LessonkitError, check_arg, check_device, delegates, shown, warn
+from .augment import BatchAugment, as_hw, check_method, check_stats, imagenet_stats
 from .images import decode_images, get_image_files
-from .labels import (Labelled, Problem, check_problems, choose_splits, clean_labels, column_index,
-                              format_problems, labels_from_csv, labels_from_folders, labels_from_func, labels_from_lists,
-                              labels_from_re, labels_from_table, natural_classes, read_csv, unique_items)
+from .labels import (Labelled, Problem, _check_problems, choose_splits, _clean_labels, _column_index,
+                              _format_problems, labels_from_csv, labels_from_folders, labels_from_func, labels_from_lists,
+                              labels_from_re, labels_from_table, _natural_classes, read_csv, _unique_items)
 from .loader import ImageLoader
 # `lessonkit.data` held the whole data flow before it was split into images, labels and loader: its other public
 # names stay importable from here, so `from lessonkit.data import get_image_files` (and the like) keeps working.
-from .images import (IMAGE_EXTENSIONS, BadImageError, ImageCache, check_images, clear_image_cache,
-                              default_num_workers, image_cache, load_image, open_image, set_image_cache_size, to_rgb)
+from .images import (IMAGE_EXTENSIONS, BadImageError, _ImageCache, check_images, clear_image_cache,
+                              default_num_workers, _image_cache, load_image, open_image, set_image_cache_size, to_rgb)
 from .labels import parent_label, random_splits, stratified_splits
 
 # %% auto #0
@@ -40,8 +40,17 @@ def loader_options(*, size: int | Sequence[int] = 224, # the images' size in bat
                    skip_bad: bool = False, # leave out unusable files (listed in `dls.skipped`, with a warning) instead of raising
                    disk_cache: bool = False, # also keep decoded images on disk, under `cache_dir('images')`
                    progress: bool | None = None) -> dict: # a progress bar while decoding (default: for 500+ images, outside tests)
-    "The options of every `DataLoaders.from_*`, with their defaults, as a dict."
-    return dict(locals())   # exactly the arguments above
+    "The options of every `DataLoaders.from_*`, with their defaults, as a dict, checked (a `LessonkitError` names a wrong one)."
+    opts = dict(locals())   # exactly the arguments above
+    as_hw(size); check_method(item_resize)
+    if item_size is not None: as_hw(item_size, "item_size")
+    opts["bs"] = check_arg("bs", bs, int, ge=1)
+    opts["num_workers"] = check_arg("num_workers", num_workers, int, ge=0, optional=True)
+    opts["stats"], opts["device"] = check_stats(stats), check_device(device)
+    if batch_tfms is not None and not callable(batch_tfms):
+        raise LessonkitError(f"batch_tfms must be an augmentation such as aug_transforms(), a function of a batch, or "
+                             f"None, not {shown(batch_tfms)}.")
+    return opts
 
 _TABLE_OPTIONS = set(inspect.signature(labels_from_table).parameters) - {"df", "path", "row_name"}
 
@@ -56,16 +65,24 @@ def _split_loaders(path: Path, items: list[Path], labels: list, split_ids: list[
     if not items: raise LessonkitError(f"No labelled images left to load from {path}.")
     out_hw, method = as_hw(opts["size"]), check_method(opts["item_resize"])
     dec_hw = as_hw(opts["item_size"]) if opts["item_size"] is not None else out_hw
-    keep, dupes = unique_items(items)   # the same file twice would end up in train and valid at once
-    check_problems(dupes, "files are listed more than once", "Give each file once.", opts["skip_bad"], skipped)
+    keep, dupes = _unique_items(items)   # the same file twice (by any name) would end up in train and valid at once
+    _check_problems(dupes, "files are listed more than once (by the same or another name)", "Give each file once.",
+                   opts["skip_bad"], skipped)
     items, labels, split_ids = [items[i] for i in keep], [labels[i] for i in keep], [split_ids[i] for i in keep]
     imgs, failures = decode_images(items, dec_hw, method, opts["num_workers"], opts["disk_cache"], opts["progress"],
                                    desc=f"Decoding {len(items)} images")
-    check_problems([(items[i], r) for i, r in failures], "files cannot be read as images",
+    _check_problems([(items[i], r) for i, r in failures], "files cannot be read as images",
                    "Remove or replace them (check_images(path) lists every unreadable file).", opts["skip_bad"], skipped)
     ok = [i for i in range(len(items)) if imgs[i] is not None]
-    if not ok: raise LessonkitError(f"None of the {len(items)} files could be read as images:\n{format_problems(skipped)}")
-    classes = natural_classes(l for i in ok for l in (labels[i] if multi_label else [labels[i]]))
+    if not ok: raise LessonkitError(f"None of the {len(items)} files could be read as images:\n{_format_problems(skipped)}")
+    classes = _natural_classes(l for i in ok for l in (labels[i] if multi_label else [labels[i]]))
+    if multi_label and not classes:
+        raise LessonkitError(f"None of the {len(ok)} images has a label: every label list is empty. Multi-label data "
+                             "needs some labels; check label_col, and label_delim (the text between labels in a cell).")
+    if not multi_label and len(classes) < 2:
+        raise LessonkitError(f"All {len(ok)} images have the same label, {classes[0]!r}: a classifier needs at least 2 "
+                             "classes (with one, it learns to answer that class for every image). Check the labelling, "
+                             "e.g. a pattern whose group is the same part of every name, or the wrong label column.")
     index = {c: j for j, c in enumerate(classes)}
     enc = (lambda l: sorted(index[x] for x in l)) if multi_label else (lambda l: index[l])
     parts: list[list[int]] = [[], [], []]
@@ -119,11 +136,11 @@ class DataLoaders:
                        splits: Sequence[float] | None, label_delim: str | None = None, **kwargs) -> DataLoaders:
         "Report the labelling's problems, split (unless the data fixes the split), decode, and make the loaders."
         opts, skipped = loader_options(**kwargs), []
-        check_problems(lab.problems, lab.what, lab.fix, opts["skip_bad"], skipped)
-        labels, multi = clean_labels(lab.labels, label_delim)
+        _check_problems(lab.problems, lab.what, lab.fix, opts["skip_bad"], skipped)
+        labels, multi = _clean_labels(lab.labels, label_delim)
         split_ids = lab.split_ids if lab.split_ids is not None else choose_splits(labels, valid_pct, splits, seed)
         loaders = _split_loaders(Path(path), lab.items, labels, split_ids, skipped, multi, opts)
-        if skipped: warn(f"Skipped {len(skipped)} file(s) (listed in dls.skipped):\n{format_problems(skipped, 5)}")
+        if skipped: warn(f"Skipped {len(skipped)} file(s) (listed in dls.skipped):\n{_format_problems(skipped, 5)}")
         return cls(*loaders, path=path, skipped=skipped, item_resize=opts["item_resize"], item_size=opts["item_size"],
                    num_workers=opts["num_workers"], disk_cache=opts["disk_cache"], skip_bad=opts["skip_bad"])
 
@@ -207,9 +224,13 @@ class DataLoaders:
                 skip_bad: bool | None = None) -> ImageLoader: # default: as when the loaders were made
         "An unlabelled loader over new images, decoded and normalised like the validation set."
         skip = self.settings.get("skip_bad", False) if skip_bad is None else skip_bad
+        bs = check_arg("bs", bs, int, ge=1, optional=True)
+        if not isinstance(items, (str, os.PathLike)) and not (hasattr(items, "__iter__") and not isinstance(items, (bytes, dict))):
+            raise LessonkitError(f"test_dl takes a folder, a CSV file, one image file or a list of image files, not "
+                                 f"{shown(items)}. To predict one image in memory, use learn.predict(image).")
         if isinstance(items, (str, os.PathLike)) and Path(items).suffix.lower() == ".csv":
             f = Path(items); cols, rows = read_csv(f)
-            fi = column_index(cols, fn_col, "file names")
+            fi = _column_index(cols, fn_col, "file names")
             base = Path(folder) if folder else f.parent
             if folder and not base.is_absolute() and ((f.parent / folder).is_dir() or not base.is_dir()): base = f.parent / folder
             files = [base / f"{r[fi].strip()}{suff}" for r in rows if len(r) > fi and r[fi].strip()]
@@ -221,11 +242,11 @@ class DataLoaders:
         imgs, failures = decode_images(files, dec_hw, self.settings.get("item_resize", "squish"),
                                        self.settings.get("num_workers"), self.settings.get("disk_cache", False))
         skipped: list[Problem] = []
-        check_problems([(files[i], r) for i, r in failures], "files cannot be read as images",
+        _check_problems([(files[i], r) for i, r in failures], "files cannot be read as images",
                        "Remove or replace them.", skip, skipped)
         ok = [i for i in range(len(files)) if imgs[i] is not None]
-        if not ok: raise LessonkitError(f"None of the {len(files)} files could be read:\n{format_problems(skipped)}")
-        if skipped: warn(f"Skipped {len(skipped)} unreadable file(s) (listed in dl.skipped):\n{format_problems(skipped, 5)}")
+        if not ok: raise LessonkitError(f"None of the {len(files)} files could be read:\n{_format_problems(skipped)}")
+        if skipped: warn(f"Skipped {len(skipped)} unreadable file(s) (listed in dl.skipped):\n{_format_problems(skipped, 5)}")
         dl = ImageLoader([files[i] for i in ok], [imgs[i] for i in ok], None, self.classes, bs=bs or self.bs,
                          stats=self.stats, device=self.device, size=self.size, multi_label=self.multi_label)
         dl.skipped = skipped
@@ -236,8 +257,11 @@ class DataLoaders:
                    ncols: int | None = None, figsize: tuple[float, float] | None = None):
         "A grid of `n` images of one batch of `split` (augmented, for train) titled with their labels; returns the Figure."
         from lessonkit.display import NotebookFigure as Figure, show  # a figure that shows exactly once in a notebook
+        n = check_arg("n", n, int, ge=1)
+        if split not in SPLIT_NAMES: raise LessonkitError(f"split must be one of {SPLIT_NAMES}, not {shown(split)}.")
         dl = getattr(self, split, None)
         if dl is None: raise LessonkitError(f"No {split!r} loader: use one of {[s for s in SPLIT_NAMES if getattr(self, s)]}.")
+        if not dl.n: raise LessonkitError(f"The {split!r} loader holds no images to show.")
         dl = dl.new(bs=min(n, dl.n), drop_last=False)
         b = dl.one_batch()
         imgs = dl.decode(b[0])

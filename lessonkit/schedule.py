@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_schedule.ipynb #e0968157
 from __future__ import annotations
-import copy, html, math, warnings
+import copy, html, inspect, math, warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -12,17 +12,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, show_progress
+from .core import LessonkitError, check_arg, check_keywords, show_progress, shown
 from .callbacks import (
     Callback, CancelFitException, CancelValidException, CheckFiniteCallback, CheckpointCallback, CSVLogger,
     EarlyStoppingCallback, ProgressCallback, Recorder, SaveModelCallback, ShowGraphCallback)
 from .display import DisplayOnce, NotebookFigure, Table, figure, show
 
+from .learner import check_lr
 if TYPE_CHECKING: from lessonkit.learner import Learner
 
 # %% auto #0
-__all__ = ['FLAT_DROP', 'SMOOTHING_STEPS', 'OneCycleScheduler', 'fit_one_cycle', 'fine_tune', 'LRFinder', 'lr_text',
-           'LRFindResult', 'suggest_lrs', 'finder_curve', 'finder_suggestions', 'lr_find_figure', 'lr_find']
+__all__ = ['OneCycleScheduler', 'fit_one_cycle', 'fine_tune', 'LRFinder', 'LRFindResult', 'suggest_lrs', 'lr_find_figure',
+           'lr_find']
 
 # %% ../nbs/08_schedule.ipynb #bff27064
 class OneCycleScheduler(Callback):
@@ -45,7 +46,7 @@ class OneCycleScheduler(Callback):
 
     def _make(self):
         self.sched = torch.optim.lr_scheduler.OneCycleLR(  # sets the first step's rates
-            self.learn.opt, max_lr=self.max_lrs, total_steps=self.total, pct_start=self.pct_start,
+            self.learn.opt, max_lr=self.max_lrs, total_steps=self.total, pct_start=_one_cycle_pct(self.pct_start, self.total),
             anneal_strategy="cos", div_factor=self.div, final_div_factor=self.div_final / self.div,
             cycle_momentum=self.cycle_momentum, max_momentum=self.moms[0], base_momentum=self.moms[1])
 
@@ -79,8 +80,27 @@ def fit_one_cycle(learn: Learner,
                   resume: str | None = None): # a checkpoint of this same call to carry on from (see `CheckpointCallback`)
     "Train for `n_epoch` epochs with the one-cycle schedule (`learn.fit_one_cycle`)."
     if lr_max is not None: _check_not_finder_result(lr_max, "lr_max")
+    n_epoch, lr_max = check_arg("n_epoch", n_epoch, int, ge=1), check_lr("lr_max", lr_max, optional=True)
+    div, div_final, pct_start, moms = _check_cycle(div, div_final, pct_start, moms)
     sched = OneCycleScheduler(learn.lr if lr_max is None else lr_max, div, div_final, pct_start, moms)
     learn.fit(n_epoch, cbs=[sched, *cbs], resume=resume)
+
+# %% ../nbs/08_schedule.ipynb #8a000001
+def _check_cycle(div: float, div_final: float, pct_start: float, moms) -> tuple:
+    "The one-cycle arguments checked (a `LessonkitError` names a wrong one), as plain numbers."
+    try: lo, hi = moms
+    except (TypeError, ValueError):
+        raise LessonkitError(f"moms must be two momentums (at the start and end, at the peak), e.g. (0.95, 0.85), "
+                             f"not {moms!r}.") from None
+    return (check_arg("div", div, gt=0), check_arg("div_final", div_final, gt=0),
+            check_arg("pct_start", pct_start, ge=0, le=1, hint="It is the fraction of the steps spent warming up."),
+            (check_arg("moms[0]", lo, ge=0, lt=1), check_arg("moms[1]", hi, ge=0, lt=1)))
+
+def _one_cycle_pct(pct_start: float, # the fraction of the steps spent warming up
+                  total: int) -> float: # the number of steps
+    "`pct_start` for torch's `OneCycleLR`, moved by a hair where the warm-up would end at step 0 exactly (`pct_start * total == 1`: e.g. 8 images at `bs=2` for one epoch), which makes torch divide by zero. Its one warm-up step then starts at the low rate, as a longer warm-up would."
+    if float(pct_start * total) - 1 != 0: return pct_start
+    return pct_start * (1 + 1e-9) if pct_start < 1 else pct_start * (1 - 1e-9)
 
 # %% ../nbs/08_schedule.ipynb #88fb96c9
 def fine_tune(learn: Learner,
@@ -97,11 +117,29 @@ def fine_tune(learn: Learner,
                              "(learn.freeze(); learn.fit_one_cycle(...); learn.unfreeze(); learn.fit_one_cycle(...)) "
                              "and resume the phase that was interrupted.")
     _check_not_finder_result(base_lr, "base_lr")
+    epochs, freeze_epochs = check_arg("epochs", epochs, int, ge=1), check_arg("freeze_epochs", freeze_epochs, int, ge=0)
+    base_lr, lr_mult = check_lr("base_lr", base_lr), check_arg("lr_mult", lr_mult, gt=0)
+    if not isinstance(base_lr, float): raise LessonkitError(f"base_lr must be one number, not {shown(base_lr)}.")
+    check_keywords("fine_tune", kwargs, [*list(inspect.signature(fine_tune).parameters)[1:-1], "div_final", "moms", "cbs",
+                                         "resume"])   # what both phases take: checked before the first
+    _check_cycle(div, kwargs.get("div_final", 1e5), pct_start, kwargs.get("moms", (0.95, 0.85)))
+    learn.check_trainable()
     learn.freeze()
-    fit_one_cycle(learn, freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+    if freeze_epochs: fit_one_cycle(learn, freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
     base_lr /= 2
     learn.unfreeze()
     fit_one_cycle(learn, epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+
+# %% ../nbs/08_schedule.ipynb #8a000005
+def _check_lr_find(learn: Learner, start_lr: float, end_lr: float, num_it: int) -> tuple[float, float, int]:
+    "`lr_find`'s arguments checked, and the learner able to train (a `LessonkitError` says what is wrong)."
+    start_lr, end_lr = check_lr("start_lr", start_lr), check_lr("end_lr", end_lr)
+    if not (isinstance(start_lr, float) and isinstance(end_lr, float)):
+        raise LessonkitError(f"start_lr and end_lr must be single numbers, not {shown(start_lr)} and {shown(end_lr)}.")
+    if end_lr <= start_lr: raise LessonkitError(f"end_lr ({end_lr:g}) must be above start_lr ({start_lr:g}): the rate grows from one to the other.")
+    num_it = check_arg("num_it", num_it, int, ge=2, hint="It is the most batches the sweep runs, e.g. 100.")
+    learn.check_trainable()
+    return start_lr, end_lr, num_it
 
 # %% ../nbs/08_schedule.ipynb #8f52de65
 class LRFinder(Callback):
@@ -168,10 +206,10 @@ def _steep(lrs: list[float], losses: list[float], span: int = 1) -> float:
     slopes = [(losses[i + span] - losses[i]) / (math.log(lrs[i + span]) - math.log(lrs[i])) for i in range(len(lrs) - span)]
     return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
 
-FLAT_DROP = 0.1  # a curve whose smoothed loss falls by less than this fraction before it rises is flat
-SMOOTHING_STEPS = 50  # about how many batches the finder's moving average (beta=0.98) spans
+_FLAT_DROP = 0.1  # a curve whose smoothed loss falls by less than this fraction before it rises is flat
+_SMOOTHING_STEPS = 50  # about how many batches the finder's moving average (beta=0.98) spans
 
-def lr_text(lr: float) -> str:
+def _lr_text(lr: float) -> str:
     "A learning rate as lessonkit writes it everywhere (legend, labels, slider): three significant digits."
     return f"{lr:.2e}"
 
@@ -196,7 +234,7 @@ class LRFindResult(DisplayOnce):
     @property
     def flat(self) -> bool:
         "True when the loss barely falls before it rises: `valley` and `steep` then mark noise, not a descent."
-        return self.drop is not None and self.drop < FLAT_DROP
+        return self.drop is not None and self.drop < _FLAT_DROP
 
     @property
     def note(self) -> str:
@@ -207,14 +245,14 @@ class LRFindResult(DisplayOnce):
                          "no steep descent and valley and steep mark noise. Any rate well below where the curve turns "
                          "up works about as well; for a model that is already trained (e.g. after unfreezing), pick "
                          "one about ten times below that point.")
-        if len(self.lrs) < SMOOTHING_STEPS:
-            notes.append(f"Only {len(self.lrs)} steps were recorded, fewer than the ~{SMOOTHING_STEPS} batches the "
+        if len(self.lrs) < _SMOOTHING_STEPS:
+            notes.append(f"Only {len(self.lrs)} steps were recorded, fewer than the ~{_SMOOTHING_STEPS} batches the "
                          "smoothing averages over, so the curve lags behind the loss and the suggestions are rough: "
                          "lr_find(num_it=100) reads better.")
         return " ".join(notes)
 
     def __str__(self) -> str:
-        rates = " · ".join(f"{k} {lr_text(v)}" for k, v in self.suggestions.items())
+        rates = " · ".join(f"{k} {_lr_text(v)}" for k, v in self.suggestions.items())
         out = f"LR finder: {rates} ({len(self.lrs)} steps{'; stopped: ' + self.stopped if self.stopped else ''})"
         return out + (f"\n{self.note}" if self.note else "")
 
@@ -224,7 +262,7 @@ class LRFindResult(DisplayOnce):
 
     def table(self) -> Table:
         "The suggestions, and the loss at each, as a table."
-        rows = [{"suggestion": k, "learning rate": lr_text(v), "loss there": self.loss_at(v)}
+        rows = [{"suggestion": k, "learning rate": _lr_text(v), "loss there": self.loss_at(v)}
                 for k, v in self.suggestions.items()]
         stop = f"; stopped: {self.stopped}" if self.stopped else ""
         return Table(rows, title=f"LR finder: {len(self.lrs)} steps{stop}", digits=3)
@@ -254,7 +292,7 @@ def suggest_lrs(lrs: list[float], losses: list[float], # the finder's rates and 
     return LRFindResult(_valley(l, s), _steep(l, s, span=len(s) // 10), l[best] / 10, list(lrs), list(losses), drop, stopped)
 
 # %% ../nbs/08_schedule.ipynb #ad84fc0a
-def finder_curve(result) -> tuple[np.ndarray, np.ndarray]:
+def _finder_curve(result) -> tuple[np.ndarray, np.ndarray]:
     "The (learning rates, losses) recorded by an LR-finder result, finite values only."
     lrs = getattr(result, "lrs", None); losses = getattr(result, "losses", None)
     if lrs is None and isinstance(result, dict): lrs, losses = result.get("lrs"), result.get("losses")
@@ -265,7 +303,7 @@ def finder_curve(result) -> tuple[np.ndarray, np.ndarray]:
     ok = np.isfinite(lrs) & np.isfinite(losses) & (lrs > 0)
     return lrs[ok], losses[ok]
 
-def finder_suggestions(result) -> dict[str, float]:
+def _finder_suggestions(result) -> dict[str, float]:
     "The suggested learning rates a finder result has (valley, steep, minimum), by name."
     out = {}
     for k in ("valley", "steep", "minimum"):
@@ -278,17 +316,17 @@ def lr_find_figure(result, # what `learn.lr_find()` returned
                    figsize: tuple[float, float] = (6, 3.6), # inches
                    dpi: float = 100) -> NotebookFigure: # dots per inch (the explorer draws at twice its size)
     "The LR-finder plot, without showing it: the curve, its suggestions, and a marker at `lr`."
-    lrs, losses = finder_curve(result)
+    lrs, losses = _finder_curve(result)
     on_curve = lambda v: float(np.interp(np.log(v), np.log(lrs), losses))
     fig = figure(figsize, dpi=dpi, layout="constrained")
     ax = fig.subplots()
     ax.plot(lrs, losses, color="C0")
     ax.set_xscale("log"); ax.set_xlabel("learning rate"); ax.set_ylabel("loss (smoothed)")
-    for (name, v), c in zip(finder_suggestions(result).items(), ("C2", "C1", "C4")):
-        ax.plot([v], [on_curve(v)], "o", color=c, label=f"{name} {lr_text(v)}")
+    for (name, v), c in zip(_finder_suggestions(result).items(), ("C2", "C1", "C4")):
+        ax.plot([v], [on_curve(v)], "o", color=c, label=f"{name} {_lr_text(v)}")
     if lr is not None:
         ax.axvline(lr, color="C3", lw=1)
-        ax.plot([lr], [on_curve(lr)], "o", color="C3", ms=8, label=f"chosen {lr_text(lr)} (loss {on_curve(lr):.3f})")
+        ax.plot([lr], [on_curve(lr)], "o", color="C3", ms=8, label=f"chosen {_lr_text(lr)} (loss {on_curve(lr):.3f})")
     lo, best = float(losses.min()), int(losses.argmin())
     hi = float(losses[: best + 1].max())  # the curve up to its minimum; the blow-up after it goes off the top
     pad = 0.1 * (hi - lo) or 0.1
@@ -308,6 +346,7 @@ def lr_find(learn: Learner,
             stop_div: bool = True, # stop when the smoothed loss exceeds 4x its minimum, or is NaN
             show_plot: bool = True) -> LRFindResult: # in a notebook, show the plot and the suggestions (once)
     "Run the LR range test and restore the model and optimizer afterwards (`learn.lr_find`)."
+    start_lr, end_lr, num_it = _check_lr_find(learn, start_lr, end_lr, num_it)
     if learn.opt is None: learn.create_opt(); made_opt = True
     else: made_opt = False
     model_state = copy.deepcopy(learn.model.state_dict())

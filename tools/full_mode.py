@@ -36,7 +36,7 @@ SHRINK_EPOCHS = {
     "01_pets": "EPOCHS = FT_EPOCHS = BIG_EPOCHS = BIG_FT_EPOCHS = 1; LR_FIND_STEPS = 4",
     "02_cifar10": "PLAIN_EPOCHS = EPOCHS = FINE_EPOCHS = 1; LR_FIND_ITERS = 4",
     "03_vehicles": "EPOCHS = UNFROZEN_EPOCHS = FINE_EPOCHS = TOP_EPOCHS = 1; LR_FIND_ITERS = 4; MAX_EPOCHS, PATIENCE = 2, 1",
-    "04_caltech101": "MAX_EPOCHS, PATIENCE = 2, 1",
+    "04_caltech101": "MAX_EPOCHS, PATIENCE = 2, 1; HAND_EPOCHS = 1",
 }
 REDIRECT = {"03_vehicles": "DATA_PATH = {vehicles!r}"}  # not a shrink: where the stand-in of the user's own data is
 

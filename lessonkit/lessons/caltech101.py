@@ -10,13 +10,16 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
+from torch import nn
 
+from ..callbacks import Callback
 from ..core import LessonkitError
 from ..data import ImageLoader, get_image_files
 from ..interpret import load_thumb
 
 # %% auto #0
-__all__ = ['class_counts', 'plot_class_counts', 'image_sizes', 'plot_image_sizes', 'plot_top_k']
+__all__ = ['DROPOUT_LAYERS', 'class_counts', 'plot_class_counts', 'image_sizes', 'plot_image_sizes', 'FrozenDropoutCallback',
+           'plot_top_k']
 
 # %% ../../nbs/lessons/04_caltech101.ipynb #6393febb
 def _sorted_counts(counts: dict[str, int]) -> dict[str, int]:
@@ -101,6 +104,18 @@ def plot_image_sizes(sizes: Sequence[tuple[int, int]], # (width, height) per ima
     for ax in (ax0, ax1):
         if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8)
     return fig
+
+# %% ../../nbs/lessons/04_caltech101.ipynb #af7c6fde
+DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+class FrozenDropoutCallback(Callback):
+    "Switch the dropout layers of frozen layer groups on while training, as plain PyTorch's `model.train()` would."
+    def before_batch(self):
+        learn = self.learn
+        if not learn.training or learn.iter != 0: return  # once per epoch, after `set_train_mode` set the modes
+        for group in learn.layer_groups[:learn.n_frozen]:
+            for m in group.modules():
+                if isinstance(m, DROPOUT_LAYERS): m.train()
 
 # %% ../../nbs/lessons/04_caltech101.ipynb #ad8681dc
 def plot_top_k(interp, # a `ClassificationInterpretation` (anything with probs, targets, classes, items)
