@@ -82,7 +82,7 @@ def test_setup_cell_in_simulated_colab(colab, capsys):
     calls = colab(installed=False)
     assert [c[0] for c in calls] == ["git", sys.executable], calls
     assert calls[0][-2:] == [ROOT.as_uri(), str(clone)], calls[0]                    # LESSONKIT_REPO names the repository
-    assert calls[1][1:] == ["-m", "pip", "install", "-q", str(clone)], calls[1]   # the folder; no torch named
+    assert calls[1][1:] == ["-m", "pip", "install", "-q", f"{clone}[timm]"], calls[1]   # the folder, timm extra; no torch
     assert (clone / "pyproject.toml").is_file() and (clone / "lessonkit" / "__init__.py").is_file()
     assert os.environ["LESSONKIT_SAMPLES"] == f"{clone}/data"
     assert sample_path("pets") == clone / "data" / "pets"   # sample mode finds the clone's data

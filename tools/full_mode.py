@@ -7,8 +7,9 @@ A lesson runs with `LESSONKIT_MODE=full`; three things around it change:
   (`$LESSONKIT_HOME/data/oxford-iiit-pet/images`, `cifar10/{train,test}/<class>`, `caltech_101/<class>`), so the
   lessons' own `untar_data(URLs...)` calls find them as if downloaded; for Vehicles, `DATA_PATH` points to a copy of
   the bundled stand-in in the hackathon's layout (`layout`);
-- the pretrained weights: ResNet-34, ResNet-50 and VGG-16 with random weights, saved in `$TORCH_HOME` under
-  torchvision's own file names, so the full-mode architectures load as if downloaded (`random_weights`);
+- the pretrained weights: ResNet-34, ResNet-50, EfficientNet-B0 and VGG-16 with random weights, saved in
+  `$TORCH_HOME` under torchvision's own file names, so the full-mode architectures load as if downloaded
+  (`random_weights`);
 - sizes and epochs: a line run right after the parameter cell shrinks them (`shrink_line`). On the CPU both shrink;
   on a GPU the lessons can keep their own image sizes and batch sizes, and only the epochs shrink.
 
@@ -24,16 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 LESSONS = ROOT / "nbs" / "lessons"
 LEARNING = "# Learning checks"
-FULL_ARCH = {"01_pets": "resnet34", "02_cifar10": "resnet50", "03_vehicles": "resnet50", "04_caltech101": "vgg16"}
-# the weights each lesson loads in full mode (Pets trains a ResNet-50 too, for its bigger-model section)
-WEIGHTS = {"01_pets": ("resnet34", "resnet50"), "02_cifar10": ("resnet50",), "03_vehicles": ("resnet50",),
+FULL_ARCH = {"01_pets": "resnet34", "02_cifar10": "resnet50", "03_vehicles": "efficientnet_b0", "04_caltech101": "vgg16"}
+# the weights each lesson loads in full mode (Pets trains a ResNet-50 too, for its bigger-model section; Vehicles a
+# ResNet-50 in its fastai part and an EfficientNet-B0 in its Keras part, its final model)
+WEIGHTS = {"01_pets": ("resnet34", "resnet50"), "02_cifar10": ("resnet50",), "03_vehicles": ("resnet50", "efficientnet_b0"),
            "04_caltech101": ("vgg16",)}
-SHRINK_SIZES = {"01_pets": "SIZE = BIG_SIZE = 64", "02_cifar10": "BIG = 48", "03_vehicles": "SIZE = 64",
+SHRINK_SIZES = {"01_pets": "SIZE = BIG_SIZE = 64", "02_cifar10": "BIG = 48", "03_vehicles": "SIZE = KERAS_SIZE = 64",
                 "04_caltech101": "SIZE = 64"}
 SHRINK_EPOCHS = {
     "01_pets": "EPOCHS = FT_EPOCHS = BIG_EPOCHS = BIG_FT_EPOCHS = 1; LR_FIND_STEPS = 4",
     "02_cifar10": "PLAIN_EPOCHS = EPOCHS = FINE_EPOCHS = 1; LR_FIND_ITERS = 4",
-    "03_vehicles": "EPOCHS = UNFROZEN_EPOCHS = FINE_EPOCHS = 1; LR_FIND_ITERS = 4; MAX_EPOCHS, PATIENCE = 2, 1",
+    "03_vehicles": "EPOCHS = UNFROZEN_EPOCHS = FINE_EPOCHS = TOP_EPOCHS = 1; LR_FIND_ITERS = 4; MAX_EPOCHS, PATIENCE = 2, 1",
     "04_caltech101": "MAX_EPOCHS, PATIENCE = 2, 1; HAND_EPOCHS = 1",
 }
 REDIRECT = {"03_vehicles": "DATA_PATH = {vehicles!r}"}  # not a shrink: where the stand-in of the user's own data is
@@ -98,7 +100,7 @@ def random_weights(torch_home: Path, archs=None):
     from lessonkit.backbones import torchvision_weights
     ckpt = torch_home / "hub" / "checkpoints"; ckpt.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    for arch in sorted(set(archs or FULL_ARCH.values())):
+    for arch in sorted(set(archs or weights_for(WEIGHTS))):  # default: every lesson's
         fname = torchvision_weights(arch).url.rsplit("/", 1)[-1]   # what pretrained=True loads
         torch.save(getattr(torchvision.models, arch)().state_dict(), ckpt / fname)
 
