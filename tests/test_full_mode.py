@@ -33,7 +33,7 @@ LESSONS = ROOT / "nbs" / "lessons"
 LEARNING = "# Learning checks"
 SHRINK = {
     "01_pets": "SIZE = BIG_SIZE = 64; EPOCHS = FT_EPOCHS = BIG_EPOCHS = BIG_FT_EPOCHS = 1; LR_FIND_STEPS = 4",
-    "02_cifar10": "BIG = 48; PLAIN_EPOCHS = EPOCHS = FINE_EPOCHS = 1; LR_FIND_ITERS = 4",
+    "02_cifar10": "BIG = 48; PLAIN_EPOCHS = EPOCHS = FINE_EPOCHS = 1; FIND_ITERS = FIND_ITERS_UNFROZEN = 4",
     "03_vehicles": "SIZE = 64; EPOCHS = UNFROZEN_EPOCHS = FINE_EPOCHS = 1; LR_FIND_ITERS = 4; "
                    "MAX_EPOCHS, PATIENCE = 2, 1; DATA_PATH = {vehicles!r}",
     "04_caltech101": "SIZE = 64; MAX_EPOCHS, PATIENCE = 2, 1",
