@@ -2,6 +2,7 @@
 
     python tools/check_claims.py                      # the four lessons, seeds 0 1 2 (about 20 min on 2 cores)
     python tools/check_claims.py --lessons 01_pets --seeds 0 1
+    python tools/check_claims.py --combine a.json b.json   # one report from runs made apart (e.g. a lesson at a time)
 
 Each lesson lists its claims in a `lessonkit.colab.Claims` object at its end (a hidden cell). This script runs the
 lesson headless (tools/run_lesson.py) with `$LESSONKIT_SEED` set to each seed and `$LESSONKIT_CLAIMS` naming a file
@@ -56,7 +57,10 @@ def main():
     ap.add_argument("--lessons", nargs="+", default=LESSONS, help=f"lesson names (default: {' '.join(LESSONS)})")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lesson_claims.json")
+    ap.add_argument("--combine", nargs="+", type=Path, help="reports written by earlier runs (other lessons, same seeds) "
+                    "to put together into one, instead of running anything")
     a = ap.parse_args()
+    if a.combine: return write_report(*combine(a.combine), a.out)
     unknown = set(a.lessons) - set(LESSONS)
     if unknown: sys.exit(f"Unknown lessons {sorted(unknown)}: choose from {LESSONS}.")
     records, failed, seconds = {}, [], {}
@@ -73,20 +77,41 @@ def main():
                 bad = [c["claim"] for c in rec["claims"] if not c["holds"] and c["shown_in"] == "sample"]
                 print(f"{lesson} seed {seed}: {len(rec['claims']) - len(bad)}/{len(rec['claims'])} claims hold"
                       + (f"; not: {bad}" if bad else "") + f" ({secs:.0f} s)", flush=True)
+    write_report(records, failed, seconds, a.lessons, a.seeds, a.out)
+
+
+def combine(paths: list[Path]) -> tuple:
+    "Put reports of separate runs (each lesson once, the same seeds) back into records, failures and times."
+    records, failed, seconds, lessons, seeds = {}, [], {}, [], None
+    for p in paths:
+        r = json.loads(p.read_text())
+        if seeds is not None and r["seeds"] != seeds: sys.exit(f"{p} ran seeds {r['seeds']}, the others {seeds}: combine runs of the same seeds.")
+        if dup := set(r["lessons"]) & set(lessons): sys.exit(f"{p} repeats {sorted(dup)}: combine each lesson's run once.")
+        seeds, lessons = r["seeds"], lessons + r["lessons"]
+        for c in r["claims"]:
+            for seed, res in c["per_seed"].items():
+                rec = records.setdefault((c["lesson"], int(seed)), {"claims": []})
+                rec["claims"].append({"claim": c["claim"], "shown_in": c["shown_in"], **res})
+        failed += r["failed_runs"]; seconds.update(r["seconds"])
+    return records, failed, seconds, sorted(lessons), seeds
+
+
+def write_report(records: dict, failed: list, seconds: dict, lessons: list, seeds: list, out: Path):
+    "Write the report atomically (a `.partial.json` unless it covers every lesson on seeds 0 1 2); exit 0 if all hold."
     claims = merge(records)
     all_hold = not failed and all(c["holds"] for c in claims if c["shown_in"] == "sample")
-    report = {"claims": claims, "all_hold": all_hold, "seeds": a.seeds, "lessons": a.lessons, "failed_runs": failed,
+    report = {"claims": claims, "all_hold": all_hold, "seeds": seeds, "lessons": lessons, "failed_runs": failed,
               "seconds": seconds, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
               "date": time.strftime("%Y-%m-%d")}
-    if set(a.lessons) != set(LESSONS) or a.seeds != [0, 1, 2]:
-        a.out = a.out.with_name(a.out.stem + ".partial.json") if a.out.name == "lesson_claims.json" else a.out
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = a.out.with_suffix(".json.tmp")
+    if set(lessons) != set(LESSONS) or seeds != [0, 1, 2]:
+        out = out.with_name(out.stem + ".partial.json") if out.name == "lesson_claims.json" else out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp_out, a.out)  # atomic: a half-written report never replaces a good one
+    os.replace(tmp_out, out)  # atomic: a half-written report never replaces a good one
     n_sample = sum(c["shown_in"] == "sample" for c in claims)
     print(f"{sum(c['holds'] for c in claims if c['shown_in'] == 'sample')}/{n_sample} sample claims hold on every seed, "
-          f"{len(claims) - n_sample} shown in full mode only, {len(failed)} failed runs -> {a.out}")
+          f"{len(claims) - n_sample} shown in full mode only, {len(failed)} failed runs -> {out}")
     sys.exit(0 if all_hold else 1)
 
 
