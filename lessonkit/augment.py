@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_augment.ipynb #ca622abd
 from __future__ import annotations
-import math
+import inspect, math
 from typing import Sequence
 
 import torch
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from PIL import Image
 
-from .core import LessonkitError
+from .core import LessonkitError, delegates
 
 # %% auto #0
 __all__ = ['RESIZE_METHODS', 'imagenet_stats', 'as_hw', 'check_method', 'fit_size', 'draft_size', 'resize_image', 'normalize',
@@ -139,9 +139,12 @@ class BatchAugment(nn.Module):
         self.min_scale, self.pad_mode = min_scale, pad_mode
         self.size = None if size is None else as_hw(size)
 
-    def extra_repr(self) -> str:
-        keys = "flip flip_vert max_rotate max_lighting max_zoom max_warp p_affine p_lighting min_scale size".split()
-        return ", ".join(f"{k}={getattr(self, k)}" for k in keys)
+    @property
+    def settings(self) -> dict:
+        "The arguments that rebuild this augmentation, `BatchAugment(**aug.settings)` (what `export` stores)."
+        return {k: getattr(self, k) for k in inspect.signature(BatchAugment.__init__).parameters if k != "self"}
+
+    def extra_repr(self) -> str: return ", ".join(f"{k}={v}" for k, v in self.settings.items())
 
     @property
     def moves_pixels(self) -> bool:
@@ -232,18 +235,7 @@ class BatchAugment(nn.Module):
         return self.lighting(x)
 
 # %% ../nbs/03_augment.ipynb #bed8b141
-def aug_transforms(flip: bool = True, # random left-right flips
-                   flip_vert: bool = False, # random top-bottom flips and 90-degree rotations
-                   max_rotate: float = 10., # degrees
-                   max_lighting: float = 0.2, # brightness/contrast change
-                   max_zoom: float = 1.1, # zoom-in factor
-                   max_warp: float = 0.2, # perspective warp
-                   p_affine: float = 0.75, # probability of each geometric change
-                   p_lighting: float = 0.75, # probability of each lighting change
-                   min_scale: float = 1.0, # < 1 for random-resized crops
-                   size: int | Sequence[int] | None = None, # output size (presizing), default: the input's
-                   pad_mode: str = "reflection") -> BatchAugment:
-    "The standard augmentation set (fastai's defaults), applied per image to whole batches on their device."
-    return BatchAugment(flip=flip, flip_vert=flip_vert, max_rotate=max_rotate, max_lighting=max_lighting,
-                        max_zoom=max_zoom, max_warp=max_warp, p_affine=p_affine, p_lighting=p_lighting,
-                        min_scale=min_scale, size=size, pad_mode=pad_mode)
+@delegates(BatchAugment.__init__)
+def aug_transforms(**kwargs) -> BatchAugment:
+    "The standard augmentation set (fastai's defaults: the arguments and defaults of `BatchAugment`), applied per image to whole batches on their device."
+    return BatchAugment(**kwargs)

@@ -14,7 +14,7 @@ from http.client import HTTPException
 
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, cache_dir, file_lock, in_test
+from .core import LessonkitError, cache_dir, file_lock, in_test, warn
 
 # %% auto #0
 __all__ = ['DATASETS', 'ARCHIVE_SUFFIXES', 'Dataset', 'URLs', 'get_dataset', 'sample_path', 'file_checksum', 'verify_file',
@@ -260,7 +260,7 @@ def download_url(url: str, # http(s) URL
         reason = verify_file(part, size, checksum)
         if reason is None:
             os.replace(part, dest); return dest
-        print(f"The download of {url} is not right ({reason}); fetching it again from the start.")
+        warn(f"The download of {url} is not right ({reason}); fetching it again from the start.")
     part.unlink(missing_ok=True)
     raise DownloadError(f"The file downloaded from {url} is not the expected one ({reason}), twice. It was deleted. "
                         "The server may have a new version, or something between you and it changes files: "
@@ -329,7 +329,7 @@ def _get_and_extract(ds: Dataset, dest: Path, target: Path, force: bool, timeout
     arch = archive_path(ds)
     if arch.exists() and not force:
         reason = verify_file(arch, ds.size, ds.checksum)
-        if reason: print(f"The archive {arch} is damaged ({reason}); downloading it again."); arch.unlink()
+        if reason: warn(f"The archive {arch} is damaged ({reason}); downloading it again."); arch.unlink()
     elif force: arch.unlink(missing_ok=True)
     for attempt in range(2):
         if not arch.exists():
@@ -340,4 +340,4 @@ def _get_and_extract(ds: Dataset, dest: Path, target: Path, force: bool, timeout
         try: return extract_archive(arch, dest, target.name)
         except CorruptArchiveError:
             if attempt: raise
-            print(f"The archive {arch} cannot be extracted; downloading it again."); arch.unlink()
+            warn(f"The archive {arch} cannot be extracted; downloading it again."); arch.unlink()

@@ -4,22 +4,23 @@
 
 # %% ../nbs/09_inference.ipynb #3c1c16cb
 from __future__ import annotations
-import copy, json, os, warnings
+import copy, importlib.util, json, os, warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch import nn
 
 import lessonkit
-from .core import LessonkitError, atomic_write, default_device
-from .augment import BatchAugment, aug_transforms, as_hw, check_method, resize_image
-from .data import DataLoaders, ImageLoader, to_rgb
+from .core import LessonkitError, atomic_write, default_device, load_safely
+from .augment import BatchAugment, aug_transforms, as_hw
+from .data import DataLoaders
+from .images import ImageSource, load_image
+from .loader import ImageLoader
 from .learner import Learner, arch_name
-from .models import ARCHS, TransferModel, create_model
+from .backbones import TIMM_EXTRA, arch_id
+from .models import TransferModel, create_model
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'per_item_loss', 'get_preds', 'image_loader', 'predict', 'tta', 'manifest', 'export',
@@ -61,18 +62,17 @@ def get_preds(learn: Learner,
     return probs, y.cpu(), per_item_loss(learn.loss_func, out, y).cpu()
 
 # %% ../nbs/09_inference.ipynb #1ccde5fa
-def image_loader(learn: Learner, item: str | os.PathLike | Image.Image) -> ImageLoader:
-    "A one-image loader for a file or PIL image, decoded like the validation set."
-    if not isinstance(item, Image.Image): return learn.dls.test_dl([item], bs=1)
+def image_loader(learn: Learner, item: ImageSource) -> ImageLoader:
+    "A one-image loader for a file, the bytes of one or a PIL image, decoded like the validation set."
+    if isinstance(item, (str, os.PathLike)): return learn.dls.test_dl([item], bs=1)
     settings = getattr(learn.dls, "settings", {})
     dec_hw = as_hw(settings["item_size"]) if settings.get("item_size") else learn.dls.size
-    im = resize_image(to_rgb(item), dec_hw, check_method(settings.get("item_resize", "squish")))
-    t = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-    return ImageLoader([Path("<PIL image>")], [t], None, learn.dls.classes, bs=1, stats=learn.dls.stats,
+    t = load_image(item, dec_hw, settings.get("item_resize", "squish"))
+    return ImageLoader([Path("<image>")], [t], None, learn.dls.classes, bs=1, stats=learn.dls.stats,
                        device=learn.device, size=learn.dls.size, multi_label=learn.dls.multi_label)
 
 def predict(learn: Learner,
-            item: str | os.PathLike | Image.Image, # an image file or a PIL image
+            item: ImageSource, # an image file, the bytes of one, or a PIL image
             thresh: float = 0.5, # for multi-label data: labels with a probability above this are predicted
            ) -> tuple[Any, Any, torch.Tensor]:
     "`(label, index, probs)` for one image (multi-label: `(labels, indices, probs)`)."
@@ -102,14 +102,17 @@ def tta(learn: Learner,
 # %% ../nbs/09_inference.ipynb #0d9bac00
 FORMAT = "lessonkit-learner"
 FORMAT_VERSION = 1
-_AUG_KEYS = ("flip", "flip_vert", "max_rotate", "max_lighting", "max_zoom", "max_warp", "p_affine", "p_lighting",
-             "min_scale", "size", "pad_mode")
 _LOSSES = {c.__name__: c for c in (nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, nn.NLLLoss)}
 
 def _jsonable(x):
     if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
     if isinstance(x, torch.Tensor): return x.tolist()
     return x
+
+def _timm_version(source: str) -> dict:
+    if source != "timm": return {}
+    import timm  # a timm model was built, so timm is there
+    return {"timm": timm.__version__}
 
 def manifest(learn: Learner) -> dict:
     "What `export` stores besides the weights."
@@ -120,14 +123,15 @@ def manifest(learn: Learner) -> dict:
     settings = getattr(dls, "settings", {})
     aug = getattr(dls.train, "augment", None)
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "arch": spec.arch, "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
+            "arch": spec.arch, "source": spec.source, "weights": spec.weights, "arch_stats": spec.stats,
+            "head": spec.head, "head_kw": spec.head_kw, "n_out": spec.n_out, "keep_fc": spec.keep_fc,
             "classes": list(dls.classes), "multi_label": bool(getattr(dls, "multi_label", False)),
             "loss": type(learn.loss_func).__name__,
             "size": list(dls.size), "stats": _jsonable(dls.stats), "bs": getattr(dls, "bs", 64),
             "item_resize": settings.get("item_resize", "squish"), "item_size": _jsonable(settings.get("item_size")),
-            "augment": {k: _jsonable(getattr(aug, k)) for k in _AUG_KEYS} if isinstance(aug, BatchAugment) else None,
+            "augment": {k: _jsonable(v) for k, v in aug.settings.items()} if isinstance(aug, BatchAugment) else None,
             "versions": {"lessonkit": lessonkit.__version__, "torch": torch.__version__,
-                         "torchvision": torchvision.__version__}}
+                         "torchvision": torchvision.__version__, **_timm_version(spec.source)}}
 
 def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
     "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically."
@@ -143,15 +147,7 @@ def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
 def _read_export(f: Path) -> tuple[dict, dict]:
     "The manifest and weights of an exported file, loaded safely, or a LessonkitError saying what is wrong."
     if not f.is_file(): raise LessonkitError(f"No exported learner at {f}. Check the path (learn.export() writes one).")
-    try:
-        with warnings.catch_warnings():  # a non-torch pickle makes torch warn before it refuses; the error says enough
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            state = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise LessonkitError(
-            f"Refused to load {f}: it is not a file lessonkit can load safely ({type(e).__name__}: "
-            f"{' '.join(str(e).split())[:300]}). Files are loaded with torch.load(weights_only=True), which never runs "
-            "code; a file that needs more is either not an export of lessonkit or has been tampered with.") from e
+    state = load_safely(f, "an exported learner")
     if not (isinstance(state, dict) and isinstance(state.get("manifest"), str) and isinstance(state.get("model"), dict)):
         raise LessonkitError(f"{f} is not a learner exported by lessonkit (no manifest). Export one with learn.export().")
     try: m = json.loads(state["manifest"])
@@ -181,11 +177,11 @@ def load_learner(fname: str | os.PathLike, # a file written by `learn.export`
     "Rebuild an exported learner, safely (no code runs), ready to predict. It needs no training data."
     f = Path(fname)
     m, weights = _read_export(f)
-    if arch is not None and arch != m["arch"]:
+    if arch is not None and arch_id(arch) != m["arch"]:
         raise LessonkitError(f"{f} holds a {m['arch']} model, not the {arch} you asked for.")
-    if m["arch"] not in ARCHS:
-        raise LessonkitError(f"{f} holds a {m['arch']} model, which this lessonkit does not know (it knows "
-                             f"{', '.join(ARCHS)}). Install the lessonkit version that wrote it.")
+    if m.get("source") == "timm" and importlib.util.find_spec("timm") is None:
+        raise LessonkitError(f"{f} holds a model of timm ({m['arch']}), and timm is not installed. Install lessonkit's "
+                             f"timm extra: {TIMM_EXTRA}")
     if m["head"] == "custom" and head is None:
         raise LessonkitError(f"{f} was exported with a custom head: pass the same head module, load_learner(f, head=...).")
     model = create_model(m["arch"], m["n_out"], pretrained=False,

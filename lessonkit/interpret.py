@@ -4,90 +4,41 @@
 
 # %% ../nbs/10_interpret.ipynb #09df647c
 from __future__ import annotations
-import html
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .core import LessonkitError
+from .display import NotebookFigure, Table, figure, show
+from .images import BadImageError, open_image
 
 # %% auto #0
-__all__ = ['Table', 'load_thumb', 'short_name', 'figure_grid', 'class_order', 'ClassificationInterpretation']
-
-# %% ../nbs/10_interpret.ipynb #fff42504
-def _fmt(v: Any) -> str:
-    "One table cell as text: floats with 3 decimals, None as a dash."
-    if v is None: return "-"
-    if isinstance(v, (float, np.floating)): return f"{v:.3f}"
-    return str(v)
-
-class Table:
-    "A list of dict rows with a text and an HTML view (no pandas needed)."
-    def __init__(self, rows: list[dict], # one dict per row, same keys in each
-                 columns: Sequence[str] | None = None, # column order (default: the first row's keys)
-                 title: str = ""): # shown above the table
-        self.rows, self.title = list(rows), title
-        self.columns = list(columns) if columns is not None else (list(self.rows[0]) if self.rows else [])
-
-    def __len__(self) -> int: return len(self.rows)
-    def __iter__(self): return iter(self.rows)
-    def __getitem__(self, i: int) -> dict: return self.rows[i]
-
-    def column(self, name: str) -> list:
-        "The values of one column, in row order."
-        if name not in self.columns:
-            raise LessonkitError(f"No column {name!r} in this table; its columns are {self.columns}.")
-        return [r[name] for r in self.rows]
-
-    def sort(self, by: str, # the column to sort on
-             reverse: bool = False) -> Table: # largest first
-        "A copy sorted on one column (None values last)."
-        self.column(by)
-        ok = sorted((r for r in self.rows if r[by] is not None), key=lambda r: r[by], reverse=reverse)
-        return Table(ok + [r for r in self.rows if r[by] is None], self.columns, self.title)
-
-    def __repr__(self) -> str:
-        cells = [[str(c) for c in self.columns]] + [[_fmt(r[c]) for c in self.columns] for r in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        line = lambda row: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
-        out = [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
-        return "\n".join(([self.title] if self.title else []) + out)
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in self.columns) + "</tr>"
-                       for r in self.rows)
-        cap = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
-        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+__all__ = ['load_thumb', 'short_name', 'figure_grid', 'class_order', 'ClassificationInterpretation']
 
 # %% ../nbs/10_interpret.ipynb #a5e5045d
 def load_thumb(path: str | Path, # an image file
                size: int = 128) -> Image.Image: # the longest side after shrinking, in pixels
-    "An RGB PIL image no larger than `size` on its longest side (greyscale and RGBA files are converted)."
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))  # JPEG: decode at reduced size, much faster for big photos
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            return im
-    except (OSError, ValueError) as e:
-        raise LessonkitError(f"Could not read the image {path} ({e}). Check that the file exists and is an image, "
+    "An RGB PIL image no larger than `size` on its longest side, opened as training opens it (`open_image`)."
+    try: im = open_image(path, (size, size), "pad")  # a JPEG is decoded at reduced size: much faster for big photos
+    except BadImageError as e:
+        raise LessonkitError(f"Could not read the image {path} ({e.reason}). Check that the file exists and is an image, "
                              "or remove it from the dataset.") from e
+    im.thumbnail((size, size))
+    return im
 
 def short_name(s: str, n: int = 22) -> str:
     "Shorten a long class name for a plot title."
     return s if len(s) <= n else s[: n - 1] + "…"
 
 # %% ../nbs/10_interpret.ipynb #ffaa10bb
-def figure_grid(n: int, ncols: int | None, cell: float, extra_h: float = 0.6) -> tuple[Figure, list]:
+def figure_grid(n: int, ncols: int | None, cell: float, extra_h: float = 0.6) -> tuple[NotebookFigure, list]:
     "A figure with `n` image axes in a grid, each `cell` inches wide (plus `extra_h` inches for a title)."
     ncols = ncols or min(n, 5)
     nrows = max(1, -(-n // ncols))
-    fig = Figure(figsize=(max(ncols * cell, 5.0), nrows * (cell + extra_h) + 0.3), layout="constrained")
+    fig = figure((max(ncols * cell, 5.0), nrows * (cell + extra_h) + 0.3), layout="constrained")
     axs = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axs: ax.set_axis_off()
     return fig, list(axs)
@@ -240,7 +191,7 @@ class ClassificationInterpretation:
                  f"top{k}_accuracy": float(hit_k[self.targets == i].mean()) if support[i] else None,
                  "support": int(support[i]),
                  "train_count": int(train[i]) if train is not None else None} for i, name in enumerate(self.classes)]
-        t = Table(rows, title=f"Per-class results on {len(self)} images")
+        t = Table(rows, title=f"Per-class results on {len(self)} images", digits=3)
         return t.sort(sort) if sort else t
 
     # --- plots ---------------------------------------------------------------------------------------------------
@@ -253,7 +204,7 @@ class ClassificationInterpretation:
                         largest: bool = True, # the largest losses (False: the smallest, the easiest images)
                         ncols: int | None = None, # images per row (default up to 5)
                         size: int = 160, # pixels of the longest side of each image, read from its file
-                        cell: float = 2.2) -> Figure: # inches per image
+                        cell: float = 2.2) -> NotebookFigure: # inches per image
         "Images with the highest loss, titled predicted (prob) / actual (prob) / loss."
         self._need_items()
         losses, idx = self.top_losses(k, largest)
@@ -267,7 +218,7 @@ class ClassificationInterpretation:
                          fontsize=8, color="C3" if p != t else "C2")
         fig.suptitle(f"{'Highest' if largest else 'Lowest'} losses: predicted (prob) / actual (prob) / loss",
                      fontsize=10)
-        return fig
+        return show(fig)
 
     def plot_confusion_matrix(self, normalize: bool = False, # divide each row by the class's number of images
                               sort: str | None = None, # None, 'name', 'accuracy' or 'confusion'
@@ -275,7 +226,7 @@ class ClassificationInterpretation:
                               hide_diagonal: bool = False, # blank the correct predictions to see the mistakes
                               values: bool | None = None, # numbers in the cells (default: if <= 40 classes shown)
                               cmap: str = "Blues", # a matplotlib colour map
-                              figsize: tuple[float, float] | None = None) -> Figure: # default grows with classes
+                              figsize: tuple[float, float] | None = None) -> NotebookFigure: # default grows with classes
         "The confusion matrix as a heat map, readable for 37 or 101 classes (normalise, sort, keep the top_n)."
         full = self.confusion_matrix()
         order = class_order(full, self.classes, sort if top_n is None else (sort or "confusion"))
@@ -289,7 +240,7 @@ class ClassificationInterpretation:
         m = m[np.ix_(order, order)]
         if hide_diagonal: np.fill_diagonal(m, np.nan)
         n = len(order)
-        fig = Figure(figsize=figsize or (max(6, min(22, 0.24 * n + 3)),) * 2, layout="constrained")
+        fig = figure(figsize or (max(6, min(22, 0.24 * n + 3)),) * 2, layout="constrained")
         ax = fig.subplots()
         im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, interpolation="nearest", vmin=0)
         fig.colorbar(im, ax=ax, shrink=0.6, label="fraction of the actual class" if normalize else "images")
@@ -308,10 +259,10 @@ class ClassificationInterpretation:
         what = f"the {n} classes with most mistakes (of {len(self.classes)})" if top_n is not None else f"{n} classes"
         ax.set_title(f"Confusion matrix, {what}\n" + ("rows normalised, " if normalize else "")
                      + f"accuracy {self.accuracy():.3f} on {len(self)} images", fontsize=10)
-        return fig
+        return show(fig)
 
     def plot_accuracy_vs_train_count(self, label_worst: int = 5, # name this many of the weakest classes
-                                     figsize: tuple[float, float] = (7, 4.5)) -> Figure:
+                                     figsize: tuple[float, float] = (7, 4.5)) -> NotebookFigure:
         "Per-class accuracy against the number of training images of each class (one point per class)."
         if self.train_labels is None:
             raise LessonkitError("This interpretation does not know the training labels, so there are no training "
@@ -326,7 +277,7 @@ class ClassificationInterpretation:
         jitter = len(set(pts)) < len(pts)  # classes on the same spot: spread them sideways so each is seen
         step = np.diff(np.unique(x)).min() if len(np.unique(x)) > 1 else 1.0
         xj = x + (np.random.default_rng(0).uniform(-0.25, 0.25, len(x)) * step if jitter else 0)
-        fig = Figure(figsize=figsize, layout="constrained")
+        fig = figure(figsize, layout="constrained")
         ax = fig.subplots()
         ax.scatter(xj, y, s=20 + 80 * s / s.max(), alpha=0.6)
         worst: dict[tuple, list[str]] = {}
@@ -339,7 +290,7 @@ class ClassificationInterpretation:
         ax.set_ylabel("accuracy of the class (on the set interpreted)")
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(f"Accuracy vs training images, {len(rows)} classes ({r_txt})", fontsize=10)
-        return fig
+        return show(fig)
 
     def show_predictions(self, cls: str | int, # the actual class, by name or index
                          k: int = 8, # at most this many images
@@ -347,7 +298,7 @@ class ClassificationInterpretation:
                          top: int = 3, # guesses listed per image
                          ncols: int | None = None, # images per row
                          size: int = 160, # pixels of each image's longest side
-                         cell: float = 2.2) -> Figure: # inches per image
+                         cell: float = 2.2) -> NotebookFigure: # inches per image
         "Images of one actual class, highest loss first, with the model's `top` guesses (the true class ticked, and its rank if lower)."
         self._need_items()
         name = self.classes[self.class_index(cls)]
@@ -366,4 +317,4 @@ class ClassificationInterpretation:
                 lines.append(f"✓ {short_name(name, 20)} {self.probs[i, self.targets[i]]:.2f} (#{rank})")
             ax.set_title("\n".join(lines), fontsize=8, color="C2" if self.preds[i] == self.targets[i] else "C3")
         fig.suptitle(f"Actual class {name}: {len(idx)} image(s), top {top} predictions", fontsize=10)
-        return fig
+        return show(fig)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_learner.ipynb #72474dd3
 from __future__ import annotations
-import os, random, warnings
+import importlib, os, random, types
 from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,17 +14,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import LessonkitError, atomic_write, default_device
+from .core import LessonkitError, atomic_write, closest, default_device, delegates, load_safely, warn
 from .callbacks import (
-    Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
-    CheckFiniteCallback, ProgressCallback, Recorder)
+    EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
+    CheckFiniteCallback, ProgressCallback, Recorder, ShowGraphCallback)
 from .metrics import metric_name
-from .models import TransferModel, arch_spec, create_model, layer_groups as model_layer_groups
+from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
 # %% auto #0
 __all__ = ['NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'split_decay',
-           'amp_dtype', 'available_cpus', 'LearnerCallbacks', 'LearnerFreezing', 'arch_name', 'LearnerSaving',
-           'rng_state', 'set_rng_state', 'Learner', 'vision_learner']
+           'bf16_native', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events', 'LearnerCallbacks',
+           'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state', 'set_rng_state', 'Learner', 'vision_learner']
 
 # %% ../nbs/07_learner.ipynb #1708ec0f
 def default_loss(model: nn.Module, multi_label: bool = False) -> nn.Module:
@@ -68,25 +68,48 @@ def split_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return decay, no_decay
 
 # %% ../nbs/07_learner.ipynb #b3db38b5
+def bf16_native(device: torch.device) -> bool:
+    "Whether a CUDA GPU computes in bfloat16 natively: compute capability 8.0+ (Ampere and later), or an AMD GPU."
+    if torch.version.hip: return True
+    # not torch.cuda.is_bf16_supported(): it is also True where bf16 is only emulated (e.g. a T4), which is slow
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
 def amp_dtype(device: torch.device, mixed_precision: bool | str | None = "auto") -> torch.dtype | None:
-    "The autocast dtype for `device`: 'auto' means bf16 (or fp16) on CUDA and none elsewhere; 'bf16'/'fp16' force one."
+    "The autocast dtype for `device`: 'auto' means bf16 (fp16 on GPUs without native bf16) on CUDA and none elsewhere; 'bf16'/'fp16' force one."
     if mixed_precision in (None, False): return None
     if mixed_precision in ("bf16", torch.bfloat16): return torch.bfloat16
     if mixed_precision in ("fp16", torch.float16): return torch.float16
     if device.type != "cuda": return torch.bfloat16 if mixed_precision is True else None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if bf16_native(device) else torch.float16
 
 def available_cpus() -> int:
     "CPU cores this process may use."
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
+def use_cpu_threads(n: int | None = None) -> int: # None: every core this process may use (never fewer than now); 0: leave it
+    "Set how many threads torch computes with on the CPU (a setting of the whole process); returns the count now in use."
+    if n is None: n = max(available_cpus(), torch.get_num_threads())
+    if n < 0: raise LessonkitError(f"num_threads must be a number of threads >= 1, 0 (leave torch's setting) or None, not {n}.")
+    if n and n != torch.get_num_threads(): torch.set_num_threads(n)
+    return torch.get_num_threads()
+
 # %% ../nbs/07_learner.ipynb #0671f207
+def check_events(cb: Callback):
+    "A `LessonkitError` if `cb` has a method named like an event (`before_...`, `after_...`) that is not one of `EVENTS`."
+    for name in dir(type(cb)):
+        if name.startswith(("before_", "after_")) and name not in EVENTS and callable(getattr(type(cb), name)):
+            hint = closest(name, EVENTS)
+            raise LessonkitError(f"{type(cb).__name__}.{name} is named like an event, but there is no event {name!r}, so "
+                                 f"it would never run{f': did you mean {hint}?' if hint else '.'} "
+                                 f"The events are: {', '.join(EVENTS)}.")
+
 class LearnerCallbacks:
     "The callback part of `Learner`: `self.cbs` is the list of callbacks."
     cbs: list[Callback]
 
     def add_cb(self, cb: Callback) -> Callback:
-        "Add a callback (replacing one with the same name)."
+        "Add a callback (replacing one with the same name); see `check_events`."
+        check_events(cb)
         old = getattr(self, cb.name, None)
         if isinstance(old, Callback): self.remove_cb(old)
         cb.learn = self
@@ -104,11 +127,16 @@ class LearnerCallbacks:
 
     @contextmanager
     def added_cbs(self, cbs: Sequence[Callback]):
-        "Add `cbs` for the duration of a `with` block."
+        "Add `cbs` for the duration of a `with` block; the learner's callbacks they replace (same name) come back after it."
+        for cb in cbs: check_events(cb)   # all of them before any is added: nothing stays behind on an error
+        names = {cb.name for cb in cbs}
+        replaced = [(i, old) for i, old in enumerate(self.cbs) if old.name in names]
         self.add_cbs(cbs)
         try: yield
         finally:
             for cb in cbs: self.remove_cb(cb)
+            for i, old in replaced:   # in their old places: the order of callbacks with the same `order` stays the same
+                old.learn = self; setattr(self, old.name, old); self.cbs.insert(i, old)
 
     @contextmanager
     def removed_cbs(self, cbs: Sequence[Callback]):
@@ -183,10 +211,7 @@ class LearnerSaving:
         f = self.weights_file(name)
         if not f.exists():
             raise LessonkitError(f"No saved weights at {f}. Check the name, or save them first with learn.save.")
-        try: state = torch.load(f, map_location=self.device, weights_only=True)
-        except Exception as e:
-            raise LessonkitError(f"{f} is not a weights file lessonkit can load safely ({type(e).__name__}: "
-                                 f"{_first_line(e)}). Only load files you saved yourself.") from e
+        state = load_safely(f, "a weights file")  # to the CPU: load_state_dict copies to the device
         if not isinstance(state, dict) or "model" not in state:
             raise LessonkitError(f"{f} does not hold weights saved by learn.save (for an exported learner use "
                                  "load_learner).")
@@ -224,10 +249,9 @@ class LearnerSaving:
         if not f.is_file():
             raise LessonkitError(f"No checkpoint at {f}: nothing to resume. Train with cbs=[CheckpointCallback()] to "
                                  "write one, or leave out resume= to start from the beginning.")
-        try: state = torch.load(f, map_location=self.device, weights_only=True)
-        except Exception as e:
-            raise LessonkitError(f"{f} is not a checkpoint lessonkit can load safely ({type(e).__name__}: "
-                                 f"{_first_line(e)}). Only load files you saved yourself.") from e
+        # to the CPU first: the optimizer's load_state_dict moves its state to the parameters' device, except Adam's step
+        # counts, which must stay on the CPU (on a GPU they cost two device syncs per parameter at every step)
+        state = load_safely(f, "a checkpoint")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise LessonkitError(f"{f} is not a checkpoint written by CheckpointCallback (for weights saved with "
                                  "learn.save, use learn.load).")
@@ -278,6 +302,14 @@ def set_rng_state(state: dict):
     if state["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
 
 # %% ../nbs/07_learner.ipynb #5702f7de
+class _Later:
+    "A method that is the function of the same name in a later `module` (which imports this one), imported on first use."
+    def __init__(self, module: str): self.module = module
+    def __set_name__(self, owner, name: str): self.name = name
+    def __get__(self, obj, owner=None):
+        f = getattr(importlib.import_module(self.module), self.name)
+        return f if obj is None else types.MethodType(f, obj)
+
 class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     "Trains `model` on `dls`: `fit`, `fit_one_cycle`, `fine_tune`, `lr_find`, `get_preds`, `predict`, `tta`, `export`."
     def __init__(self, dls, # a `DataLoaders` (anything with `.train`, `.valid`, `.classes` works)
@@ -289,18 +321,19 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  wd_bn_bias: bool = False, # also decay normalisation layers and biases (fastai: bn_wd=True)
                  metrics: Callable | Sequence[Callable] | None = None, # functions `(probs, targets) -> float`
                  cbs: Callback | Sequence[Callback] | None = None, # extra callbacks (a Recorder and progress are always added)
-                 layer_groups: Sequence[nn.Module] | None = None, # default: early body, late body, head for a TransferModel
+                 layer_groups: Sequence[nn.Module] | None = None, # default: the body's stride groups and the head (`models.layer_groups`)
                  train_bn: bool = False, # train the BatchNorm layers of frozen groups (fastai's default is True)
                  path: str | os.PathLike = ".", # where `save`, `export` and logs write
                  device: torch.device | str | None = None, # default: the data's device
                  mixed_precision: bool | str | None = "auto", # 'auto': bf16/fp16 on CUDA only; or 'bf16', 'fp16', False
-                 channels_last: bool | None = None): # default: on CUDA only
+                 channels_last: bool | None = None, # default: on CUDA only
+                 num_threads: int | None = None): # on the CPU, torch's threads for the whole process (`use_cpu_threads`): None every core, 0 leave as is
         self.dls, self.model, self.opt_func, self.lr, self.wd, self.wd_bn_bias = dls, model, opt_func, lr, wd, wd_bn_bias
         self.device = torch.device(device or getattr(dls, "device", None) or default_device())
         self.model.to(self.device)
         if channels_last if channels_last is not None else self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        if self.device.type == "cpu" and torch.get_num_threads() < available_cpus(): torch.set_num_threads(available_cpus())
+        if self.device.type == "cpu": use_cpu_threads(num_threads)
         self.amp_dtype = amp_dtype(self.device, mixed_precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.loss_func = loss_func or default_loss(model, getattr(dls, "multi_label", False))
@@ -310,7 +343,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         self.train_bn, self.n_frozen, self.opt, self.path = train_bn, 0, None, Path(path)
         self.training, self.epoch, self.n_epoch, self.valid_loss, self.valid_metrics = False, 0, 0, None, {}
         self.cbs = []
-        self.add_cbs([Recorder(), ProgressCallback(), CheckFiniteCallback(),
+        self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(),
                       *(cbs if isinstance(cbs, (list, tuple)) else [cbs] if cbs else [])])
 
     @property
@@ -320,7 +353,8 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
 
     def __repr__(self) -> str:
         return (f"Learner({arch_name(self.model)}, {len(self.classes)} classes, loss={type(self.loss_func).__name__}, "
-                f"{len(self.layer_groups)} layer groups ({self.n_frozen} frozen), device={self.device})")
+                f"{len(self.layer_groups)} layer groups ({self.n_frozen} frozen), device={self.device}"
+                f"{f', {torch.get_num_threads()} CPU threads' if self.device.type == 'cpu' else ''})")
 
     def create_opt(self):
         "Make the optimizer at `self.lr`: per layer group, one parameter group with weight decay, one without (`split_decay`)."
@@ -427,44 +461,33 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         from lessonkit.schedule import lr_find
         return lr_find(self, start_lr, end_lr, num_it, stop_div, **kwargs)
 
-    def get_preds(self, dl=None, with_loss: bool = False, **kwargs):
-        "Probabilities and targets (and per-item losses) for a loader: see `lessonkit.inference.get_preds`."
-        from lessonkit.inference import get_preds
-        return get_preds(self, dl, with_loss, **kwargs)
-
-    def predict(self, item, **kwargs):
-        "`(label, index, probs)` for one image: see `lessonkit.inference.predict`."
-        from lessonkit.inference import predict
-        return predict(self, item, **kwargs)
-
-    def tta(self, dl=None, n: int = 4, beta: float = 0.25, **kwargs):
-        "Test-time augmentation: see `lessonkit.inference.tta`."
-        from lessonkit.inference import tta
-        return tta(self, dl, n, beta, **kwargs)
-
-    def export(self, fname: str | os.PathLike = "export.pth") -> Path:
-        "Save what `load_learner` needs to predict without the training data: see `lessonkit.inference.export`."
-        from lessonkit.inference import export
-        return export(self, fname)
+    get_preds = _Later("lessonkit.inference")
+    predict = _Later("lessonkit.inference")
+    tta = _Later("lessonkit.inference")
+    export = _Later("lessonkit.inference")
 
 # %% ../nbs/07_learner.ipynb #464c27d2
+@delegates(Learner.__init__)
 def vision_learner(dls, # the data: its `.c` classes set the head's size
-                   arch: str | Callable = "mobilenet_v2", # architecture name or torchvision function
-                   pretrained: bool = True, # ImageNet weights for the body (then the body starts frozen)
+                   arch: str | Callable = "mobilenet_v2", # a torchvision name or function, or a timm name
+                   pretrained: bool | str = True, # ImageNet weights for the body (then the body starts frozen); see `create_model`
                    metrics: Callable | Sequence[Callable] | None = None, # e.g. `accuracy` or `[accuracy, error_rate]`
                    head: str | nn.Module | None = None, # "default", "caltech", "bn_drop" or a module
                    loss_func: Callable | None = None, # default: chosen from the data and head
                    n_out: int | None = None, # outputs (default: the number of classes)
                    head_kw: dict | None = None, # keyword arguments of the head function, e.g. {"p": 0.25}
                    keep_fc: bool = False, # keep the pretrained classifier's hidden layers in the body (VGG; see `create_model`)
-                   **kwargs) -> Learner: # passed to `Learner` (lr, wd, cbs, train_bn, path, ...)
+                   normalize: bool = True, # pretrained: normalise `dls` with the weights' statistics (sets them on its loaders)
+                   **kwargs) -> Learner: # `Learner`'s other options (lr, wd, cbs, train_bn, path, ...), shown in the signature
     "A `Learner` with a pretrained body and a new head, e.g. `vision_learner(dls, 'resnet34', metrics=accuracy)`."
-    spec = arch_spec(arch)
-    stats = getattr(dls, "stats", None)
-    if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, spec.stats)):
-        warnings.warn(f"The data is normalised with {stats}, but {spec.name}'s pretrained weights expect {spec.stats}. "
-                      "Build the DataLoaders with the default stats (ImageNet's) for pretrained models.")
-    model = create_model(spec.name, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
+    model = create_model(arch, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
+    stats, want = getattr(dls, "stats", None), model.spec.stats
+    if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, want)):
+        if normalize:
+            for dl in (dls.train, dls.valid, getattr(dls, "test", None)):
+                if dl is not None: dl.stats = want
+        else: warn(f"The data is normalised with {stats}, but {model.spec.arch}'s pretrained weights expect "
+                   f"{want}. Leave normalize=True to use theirs.")
     learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **kwargs)
     if pretrained: learn.freeze()
     return learn

@@ -4,22 +4,25 @@
 
 # %% ../nbs/08_schedule.ipynb #e0968157
 from __future__ import annotations
-import copy, math
+import copy, html, math, warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
-from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-from .core import LessonkitError, in_notebook
+from .core import LessonkitError, show_progress
 from .callbacks import (
     Callback, CancelFitException, CancelValidException, CheckFiniteCallback, CheckpointCallback, CSVLogger,
-    EarlyStoppingCallback, Recorder, SaveModelCallback, new_figure)
+    EarlyStoppingCallback, ProgressCallback, Recorder, SaveModelCallback, ShowGraphCallback)
+from .display import DisplayOnce, NotebookFigure, Table, figure, show
 
 if TYPE_CHECKING: from lessonkit.learner import Learner
 
 # %% auto #0
-__all__ = ['OneCycleScheduler', 'fit_one_cycle', 'fine_tune', 'LRFinder', 'LRFindResult', 'suggest_lrs', 'lr_find']
+__all__ = ['FLAT_DROP', 'SMOOTHING_STEPS', 'OneCycleScheduler', 'fit_one_cycle', 'fine_tune', 'LRFinder', 'lr_text',
+           'LRFindResult', 'suggest_lrs', 'finder_curve', 'finder_suggestions', 'lr_find_figure', 'lr_find']
 
 # %% ../nbs/08_schedule.ipynb #bff27064
 class OneCycleScheduler(Callback):
@@ -48,8 +51,12 @@ class OneCycleScheduler(Callback):
 
     def before_batch(self):
         if not self.learn.training: return
-        if self.sched is not None: self.sched.step()
-        else: self._make()
+        if self.sched is None: self._make(); return
+        with warnings.catch_warnings():
+            # fp16: the gradient scaler skips the optimizer's step while it finds its scale (a run's first steps), and
+            # torch then warns that the schedule stepped before the optimizer; expected here, and harmless
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+            self.sched.step()
 
     # on resume: the same schedule, at the step where the checkpoint was written
     def state_dict(self) -> dict:
@@ -71,6 +78,7 @@ def fit_one_cycle(learn: Learner,
                   cbs: Sequence[Callback] = (), # extra callbacks for this call
                   resume: str | None = None): # a checkpoint of this same call to carry on from (see `CheckpointCallback`)
     "Train for `n_epoch` epochs with the one-cycle schedule (`learn.fit_one_cycle`)."
+    if lr_max is not None: _check_not_finder_result(lr_max, "lr_max")
     sched = OneCycleScheduler(learn.lr if lr_max is None else lr_max, div, div_final, pct_start, moms)
     learn.fit(n_epoch, cbs=[sched, *cbs], resume=resume)
 
@@ -88,6 +96,7 @@ def fine_tune(learn: Learner,
         raise LessonkitError("fine_tune cannot resume from a checkpoint: it is two fits. Write its two phases out "
                              "(learn.freeze(); learn.fit_one_cycle(...); learn.unfreeze(); learn.fit_one_cycle(...)) "
                              "and resume the phase that was interrupted.")
+    _check_not_finder_result(base_lr, "base_lr")
     learn.freeze()
     fit_one_cycle(learn, freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
     base_lr /= 2
@@ -100,10 +109,15 @@ class LRFinder(Callback):
     order = -20
 
     def __init__(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True,
-                 beta: float = 0.98):
+                 beta: float = 0.98,
+                 bar: bool | None = None): # a progress bar of the sweep's steps (default: where bars render)
         self.start_lr, self.end_lr, self.num_it, self.stop_div, self.beta = start_lr, end_lr, num_it, stop_div, beta
+        self.show_bar = bar
 
-    def before_fit(self): self.lrs, self.losses, self.avg, self.best = [], [], 0.0, math.inf
+    def before_fit(self):
+        self.lrs, self.losses, self.avg, self.best, self.stopped = [], [], 0.0, math.inf, ""
+        show = show_progress() if self.show_bar is None else self.show_bar
+        self.bar = tqdm(total=self.num_it, desc="LR finder", unit="step", leave=False, disable=not show)
 
     def before_batch(self):
         if not self.learn.training: return
@@ -111,18 +125,29 @@ class LRFinder(Callback):
         self.lr = self.start_lr * (self.end_lr / self.start_lr) ** (i / max(self.num_it - 1, 1))
         for g in self.learn.opt.param_groups: g["lr"] = self.lr
 
+    def _stop(self, why: str):
+        self.stopped = why
+        raise CancelFitException()
+
     def after_batch(self):
         if not self.learn.training: return
         loss = self.learn.loss.item()
-        if not math.isfinite(loss): raise CancelFitException()  # NaN or infinite: diverged; not recorded, even without stop_div
+        if not math.isfinite(loss): self._stop("the loss became NaN or infinite")  # diverged: not recorded, even without stop_div
         self.avg = self.beta * self.avg + (1 - self.beta) * loss
         smooth = self.avg / (1 - self.beta ** (len(self.losses) + 1))
         self.lrs.append(self.lr); self.losses.append(smooth)
         self.best = min(self.best, smooth)
-        if self.stop_div and smooth > 4 * self.best: raise CancelFitException()
-        if len(self.lrs) >= self.num_it: raise CancelFitException()
+        self.bar.update(1); self.bar.set_postfix(lr=f"{self.lr:.1e}", loss=f"{smooth:.3f}", refresh=False)
+        if self.stop_div and smooth > 4 * self.best: self._stop("the smoothed loss passed 4 times its lowest value")
+        if len(self.lrs) >= self.num_it: self._stop(f"all {self.num_it} steps done")
 
     def before_validate(self): raise CancelValidException()
+
+    def after_fit(self):
+        # Stopping on divergence is the finder's normal end: make the bar finished (a bar closed short of its total
+        # is drawn as failed). After an error or an interruption `stopped` is empty, and the bar shows the failure.
+        if self.stopped: self.bar.total = self.bar.n
+        self.bar.close()
 
 # %% ../nbs/08_schedule.ipynb #f477ec92
 def _valley(lrs: list[float], losses: list[float]) -> float:
@@ -137,34 +162,84 @@ def _valley(lrs: list[float], losses: list[float]) -> float:
     third = (end - start) / 3
     return lrs[min(n - 1, start + int(third) + int(third / 2))]
 
-def _steep(lrs: list[float], losses: list[float]) -> float:
-    "The rate where the loss falls fastest against log(lr)."
-    slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(lrs) - 1)]
+def _steep(lrs: list[float], losses: list[float], span: int = 1) -> float:
+    "The rate where the loss falls fastest against log(lr), each slope measured over `span` steps."
+    span = max(1, min(span, len(lrs) - 1))
+    slopes = [(losses[i + span] - losses[i]) / (math.log(lrs[i + span]) - math.log(lrs[i])) for i in range(len(lrs) - span)]
     return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
 
+FLAT_DROP = 0.1  # a curve whose smoothed loss falls by less than this fraction before it rises is flat
+SMOOTHING_STEPS = 50  # about how many batches the finder's moving average (beta=0.98) spans
+
+def lr_text(lr: float) -> str:
+    "A learning rate as lessonkit writes it everywhere (legend, labels, slider): three significant digits."
+    return f"{lr:.2e}"
+
 @dataclass(frozen=True)
-class LRFindResult:
-    "What `lr_find` measured and suggests. Any of `valley`, `steep`, `minimum` is a sensible `lr_max`."
+class LRFindResult(DisplayOnce):
+    "What `lr_find` measured and suggests; any of `valley`, `steep`, `minimum` is a sensible `lr_max`."
     valley: float  # fastai's default suggestion
     steep: float  # the steepest descent of the loss
     minimum: float  # a tenth of the rate with the lowest loss
     lrs: list[float] = field(repr=False)  # every rate tried
     losses: list[float] = field(repr=False)  # the smoothed loss at each rate
-
-    def plot(self) -> Figure:
-        "Loss against learning rate (log scale), with each suggestion marked."
-        fig, ax = new_figure()
-        ax.plot(self.lrs, self.losses)
-        for (name, lr), c in zip(self.suggestions.items(), ("C1", "C2", "C3")):
-            i = min(range(len(self.lrs)), key=lambda j: abs(math.log(self.lrs[j]) - math.log(lr)))
-            ax.plot(lr, self.losses[i], "o", color=c, label=f"{name}: {lr:.2e}")
-        ax.set_xscale("log"); ax.set_xlabel("learning rate"); ax.set_ylabel("loss (smoothed)"); ax.legend()
-        return fig
+    drop: float | None = None  # how far the lowest smoothed loss is below the typical loss before it (0.3: 30%)
+    stopped: str = ""  # why the sweep ended
 
     @property
     def suggestions(self) -> dict[str, float]: return {"valley": self.valley, "steep": self.steep, "minimum": self.minimum}
 
-def suggest_lrs(lrs: list[float], losses: list[float]) -> LRFindResult:
+    def __iter__(self):
+        "`lr_min, lr_steep = learn.lr_find()`, as in fastai's course: `minimum`, then `steep`."
+        return iter((self.minimum, self.steep))
+
+    @property
+    def flat(self) -> bool:
+        "True when the loss barely falls before it rises: `valley` and `steep` then mark noise, not a descent."
+        return self.drop is not None and self.drop < FLAT_DROP
+
+    @property
+    def note(self) -> str:
+        "What to keep in mind reading these suggestions ('' when nothing)."
+        notes = []
+        if self.flat:
+            notes.append(f"The curve is flat: the smoothed loss falls only {self.drop:.0%} before it rises, so there is "
+                         "no steep descent and valley and steep mark noise. Any rate well below where the curve turns "
+                         "up works about as well; for a model that is already trained (e.g. after unfreezing), pick "
+                         "one about ten times below that point.")
+        if len(self.lrs) < SMOOTHING_STEPS:
+            notes.append(f"Only {len(self.lrs)} steps were recorded, fewer than the ~{SMOOTHING_STEPS} batches the "
+                         "smoothing averages over, so the curve lags behind the loss and the suggestions are rough: "
+                         "lr_find(num_it=100) reads better.")
+        return " ".join(notes)
+
+    def __str__(self) -> str:
+        rates = " · ".join(f"{k} {lr_text(v)}" for k, v in self.suggestions.items())
+        out = f"LR finder: {rates} ({len(self.lrs)} steps{'; stopped: ' + self.stopped if self.stopped else ''})"
+        return out + (f"\n{self.note}" if self.note else "")
+
+    def loss_at(self, lr: float) -> float:
+        "The smoothed loss on the curve at `lr` (interpolated against log(lr) between recorded steps)."
+        return float(np.interp(math.log(lr), np.log(self.lrs), self.losses))
+
+    def table(self) -> Table:
+        "The suggestions, and the loss at each, as a table."
+        rows = [{"suggestion": k, "learning rate": lr_text(v), "loss there": self.loss_at(v)}
+                for k, v in self.suggestions.items()]
+        stop = f"; stopped: {self.stopped}" if self.stopped else ""
+        return Table(rows, title=f"LR finder: {len(self.lrs)} steps{stop}", digits=3)
+
+    def plot(self, lr: float | None = None, # also mark this learning rate on the curve
+            ) -> NotebookFigure:
+        "The loss against the learning rate (log scale), each suggestion marked on the curve."
+        return show(lr_find_figure(self, lr))
+
+    def _mime(self) -> dict[str, Any]:
+        note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
+        return {"text/html": self.table().html() + note, "text/plain": str(self)}
+
+def suggest_lrs(lrs: list[float], losses: list[float], # the finder's rates and smoothed losses
+                stopped: str = "") -> LRFindResult: # why the sweep ended
     "The three suggestions from a finder's rates and smoothed losses."
     n = len(lrs)
     lo, hi = (n // 10, n - 5) if n >= 20 else (0, n)
@@ -174,17 +249,64 @@ def suggest_lrs(lrs: list[float], losses: list[float]) -> LRFindResult:
                              "Use a smaller start_lr, or a larger num_it.")
     l, s = lrs[lo:hi], losses[lo:hi]
     best = min(range(len(s)), key=s.__getitem__)
-    return LRFindResult(_valley(l, s), _steep(l, s), l[best] / 10, list(lrs), list(losses))
+    level = float(np.median(s[: best + 1]))  # the loss before the lowest point (a median: not thrown by one noisy step)
+    drop = (level - s[best]) / abs(level) if level else None
+    return LRFindResult(_valley(l, s), _steep(l, s, span=len(s) // 10), l[best] / 10, list(lrs), list(losses), drop, stopped)
+
+# %% ../nbs/08_schedule.ipynb #ad84fc0a
+def finder_curve(result) -> tuple[np.ndarray, np.ndarray]:
+    "The (learning rates, losses) recorded by an LR-finder result, finite values only."
+    lrs = getattr(result, "lrs", None); losses = getattr(result, "losses", None)
+    if lrs is None and isinstance(result, dict): lrs, losses = result.get("lrs"), result.get("losses")
+    if lrs is None or losses is None or len(lrs) < 2:
+        raise LessonkitError("This is not an LR-finder result with a curve: expected `.lrs` and `.losses` with at "
+                             "least two points (run learn.lr_find() first).")
+    lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    ok = np.isfinite(lrs) & np.isfinite(losses) & (lrs > 0)
+    return lrs[ok], losses[ok]
+
+def finder_suggestions(result) -> dict[str, float]:
+    "The suggested learning rates a finder result has (valley, steep, minimum), by name."
+    out = {}
+    for k in ("valley", "steep", "minimum"):
+        v = result.get(k) if isinstance(result, dict) else getattr(result, k, None)
+        if v is not None and np.isfinite(v) and v > 0: out[k] = float(v)
+    return out
+
+def lr_find_figure(result, # what `learn.lr_find()` returned
+                   lr: float | None = None, # mark this learning rate on the curve
+                   figsize: tuple[float, float] = (6, 3.6), # inches
+                   dpi: float = 100) -> NotebookFigure: # dots per inch (the explorer draws at twice its size)
+    "The LR-finder plot, without showing it: the curve, its suggestions, and a marker at `lr`."
+    lrs, losses = finder_curve(result)
+    on_curve = lambda v: float(np.interp(np.log(v), np.log(lrs), losses))
+    fig = figure(figsize, dpi=dpi, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="C0")
+    ax.set_xscale("log"); ax.set_xlabel("learning rate"); ax.set_ylabel("loss (smoothed)")
+    for (name, v), c in zip(finder_suggestions(result).items(), ("C2", "C1", "C4")):
+        ax.plot([v], [on_curve(v)], "o", color=c, label=f"{name} {lr_text(v)}")
+    if lr is not None:
+        ax.axvline(lr, color="C3", lw=1)
+        ax.plot([lr], [on_curve(lr)], "o", color="C3", ms=8, label=f"chosen {lr_text(lr)} (loss {on_curve(lr):.3f})")
+    lo, best = float(losses.min()), int(losses.argmin())
+    hi = float(losses[: best + 1].max())  # the curve up to its minimum; the blow-up after it goes off the top
+    pad = 0.1 * (hi - lo) or 0.1
+    ax.set_ylim(lo - pad, hi + 3 * pad)
+    if getattr(result, "flat", False): ax.set_title("a flat curve: the suggestions mark noise (see the note)", fontsize=9)
+    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8, loc="upper left")
+    return fig
 
 # %% ../nbs/08_schedule.ipynb #6d2121ea
-_NOT_DURING_LR_FIND = (Recorder, EarlyStoppingCallback, SaveModelCallback, CSVLogger, CheckFiniteCallback, CheckpointCallback)
+_NOT_DURING_LR_FIND = (Recorder, ProgressCallback, ShowGraphCallback, EarlyStoppingCallback, SaveModelCallback, CSVLogger,
+                       CheckFiniteCallback, CheckpointCallback)
 
 def lr_find(learn: Learner,
             start_lr: float = 1e-7, # the first learning rate
             end_lr: float = 10, # the last learning rate (if the loss has not diverged before)
             num_it: int = 100, # at most this many batches
             stop_div: bool = True, # stop when the smoothed loss exceeds 4x its minimum, or is NaN
-            show_plot: bool | None = None) -> LRFindResult: # display the plot (default: in a notebook)
+            show_plot: bool = True) -> LRFindResult: # in a notebook, show the plot and the suggestions (once)
     "Run the LR range test and restore the model and optimizer afterwards (`learn.lr_find`)."
     if learn.opt is None: learn.create_opt(); made_opt = True
     else: made_opt = False
@@ -199,8 +321,14 @@ def lr_find(learn: Learner,
         learn.model.load_state_dict(model_state)
         if made_opt: learn.opt = None
         else: learn.opt.load_state_dict(opt_state)
-    res = suggest_lrs(finder.lrs, finder.losses)
-    if in_notebook() if show_plot is None else show_plot:
-        from IPython.display import display
-        display(res.plot())
+    res = suggest_lrs(finder.lrs, finder.losses, finder.stopped)
+    if show_plot: res.plot(); show(res)  # the plot, then the suggestions: each once, even if `res` is the cell's value
     return res
+
+def _check_not_finder_result(lr, name: str):
+    "A clear error when a whole `LRFindResult` is passed where a learning rate is expected."
+    parts = [lr.start, lr.stop] if isinstance(lr, slice) else list(lr) if isinstance(lr, (list, tuple)) else [lr]
+    if any(isinstance(p, LRFindResult) for p in parts):
+        raise LessonkitError(f"{name} is the whole result of lr_find; pass one of its suggested rates instead, e.g. "
+                             f"{name}=res.valley (or res.steep, res.minimum; `lr_min, lr_steep = learn.lr_find()` "
+                             "unpacks two of them).")

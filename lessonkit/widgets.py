@@ -10,16 +10,18 @@ from typing import Sequence
 
 import numpy as np
 import ipywidgets as W
-from matplotlib.figure import Figure
 from PIL import Image
 
 from .core import LessonkitError, atomic_write, in_notebook
+from .display import NotebookFigure, fig_to_png, figure, show, subplots
+from .images import BadImageError, open_image
 from .interpret import ClassificationInterpretation, figure_grid, load_thumb, short_name
+from .schedule import finder_curve, finder_suggestions, lr_find_figure, lr_text
 
 # %% auto #0
-__all__ = ['ANY', 'KEEP', 'DELETE', 'can_render_widgets', 'fig_to_png', 'thumb_jpeg', 'MistakesBrowser', 'mistakes_browser',
-           'plot_topk', 'UploadPredict', 'upload_predict', 'ImageCleaner', 'image_cleaner', 'plot_lr_find',
-           'LRFindExplorer', 'lr_find_explorer']
+__all__ = ['ANY', 'KEEP', 'DELETE', 'can_render_widgets', 'set_chart', 'thumb_jpeg', 'MistakesBrowser', 'mistakes_browser',
+           'plot_topk', 'UploadPredict', 'upload_predict', 'ImageCleaner', 'image_cleaner', 'LRFindExplorer',
+           'lr_find_explorer']
 
 # %% ../nbs/11_widgets.ipynb #aac30079
 ANY = "(any)"
@@ -32,12 +34,14 @@ def _static(static: bool | None) -> bool:
     "Resolve the `static` argument: None means 'only where widgets cannot render'."
     return (not can_render_widgets()) if static is None else bool(static)
 
-def fig_to_png(fig: Figure, # a matplotlib figure
-               dpi: int = 80) -> bytes: # resolution
-    "The figure as PNG bytes (for an `Image` widget)."
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+def set_chart(image: W.Image, # the widget that shows the chart
+              fig: NotebookFigure, # the chart
+              scale: float = 2): # pixels drawn per pixel shown: 2 is sharp on high-density screens too
+    "Show `fig` in an `Image` widget at its own size (its inches at its dpi), drawn `scale` times finer."
+    w, h = (fig.get_size_inches() * fig.dpi).round().astype(int)
+    image.value = fig_to_png(fig, dpi=fig.dpi * scale)
+    image.width, image.height = str(w), str(h)
+    image.layout.width, image.layout.height = f"{w}px", f"{h}px"
 
 def thumb_jpeg(path: str | Path, # an image file
                size: int = 128) -> bytes: # longest side in pixels
@@ -50,14 +54,18 @@ class _View:
     "Shared behaviour: show the widget, with a static picture for frontends that cannot render widgets."
     widget: W.Widget
     static: bool = False
-    def plot(self) -> Figure: raise NotImplementedError
+    def _figure(self) -> NotebookFigure: raise NotImplementedError
+
+    def plot(self) -> NotebookFigure:
+        "What the view shows, as a figure (the picture shown where widgets cannot render)."
+        return show(self._figure())
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         # Jupyter frontends pick the richest type they can render: the widget where widgets work; the PNG in
         # viewers without a live kernel (nbconvert/HTML export, GitHub); the text in a terminal.
         data = {} if self.static else dict(self.widget._repr_mimebundle_())
         data["text/plain"] = f"<{type(self).__name__}: {self.describe()}>"
-        try: data["image/png"] = base64.b64encode(fig_to_png(self.plot())).decode()
+        try: data["image/png"] = base64.b64encode(fig_to_png(self._figure())).decode()
         except LessonkitError: pass  # nothing to picture yet (e.g. no photo uploaded)
         return data
 
@@ -174,10 +182,10 @@ class MistakesBrowser(_View):
 
     def describe(self) -> str: return self.count_label.value
 
-    def plot(self) -> Figure:
-        "The current page as a matplotlib figure (what shows where widgets cannot render)."
+    def _figure(self) -> NotebookFigure:
+        "The current page as a figure."
         if not self.shown:
-            fig = Figure(figsize=(5, 1)); fig.text(0.5, 0.5, self.count_label.value, ha="center"); return fig
+            fig = figure((5, 1)); fig.text(0.5, 0.5, self.count_label.value, ha="center"); return fig
         fig, axs = figure_grid(len(self.shown), None, 2.2, extra_h=0.8)
         for ax, s in zip(axs, self.shown):
             ax.imshow(load_thumb(s["path"], self.size))
@@ -198,25 +206,28 @@ def mistakes_browser(interp: ClassificationInterpretation, # from `Classificatio
 
 # %% ../nbs/11_widgets.ipynb #c5096331
 def _as_pil(img) -> Image.Image:
-    "A PIL image from a path, bytes, or PIL image."
-    try:
-        if isinstance(img, Image.Image): return img.convert("RGB")
-        if isinstance(img, (bytes, bytearray, memoryview)): return Image.open(io.BytesIO(bytes(img))).convert("RGB")
-        return Image.open(img).convert("RGB")
-    except (OSError, ValueError) as e:
-        raise LessonkitError(f"Could not read the image ({e}). Upload a JPEG or PNG photo.") from e
+    "A PIL image from a path, bytes, or PIL image, opened as training opens images (`open_image`)."
+    try: return open_image(img)
+    except BadImageError as e: raise LessonkitError(f"Could not read the image ({e.reason}). Upload a JPEG or PNG photo.") from e
 
-def plot_topk(result: Sequence[tuple[str, float]], # [(class, probability)], most probable first
-              title: str = "", figsize: tuple[float, float] = (5, 2.6)) -> Figure:
-    "A horizontal bar chart of the top-k class probabilities."
-    fig = Figure(figsize=(figsize[0], max(figsize[1], 0.35 * len(result) + 0.8)), layout="constrained")
-    ax = fig.subplots()
+def _draw_topk(ax, result: Sequence[tuple[str, float]], title: str):
+    "Bars of the top-k probabilities on `ax`, the most probable at the top in green."
     names, ps = [short_name(n, 24) for n, _ in result][::-1], [p for _, p in result][::-1]
     bars = ax.barh(names, ps, color=["C0"] * (len(ps) - 1) + ["C2"])
     ax.bar_label(bars, labels=[f"{p:.1%}" for p in ps], fontsize=8, padding=2)
     ax.set_xlim(0, 1.15); ax.set_xlabel("probability")
     ax.set_title(title, fontsize=10)
+
+def _topk_figure(result: Sequence[tuple[str, float]], title: str = "",
+                 figsize: tuple[float, float] = (5, 2.6)) -> NotebookFigure:
+    fig, ax = subplots(figsize=(figsize[0], max(figsize[1], 0.35 * len(result) + 0.8)), layout="constrained")
+    _draw_topk(ax, result, title)
     return fig
+
+def plot_topk(result: Sequence[tuple[str, float]], # [(class, probability)], most probable first
+              title: str = "", figsize: tuple[float, float] = (5, 2.6)) -> NotebookFigure:
+    "A horizontal bar chart of the top-k class probabilities."
+    return show(_topk_figure(result, title, figsize))
 
 class UploadPredict(_View):
     "An upload button; shows the photo, the top-k classes as a bar chart, and the prediction."
@@ -245,7 +256,7 @@ class UploadPredict(_View):
                 name: str | None = None) -> list[tuple[str, float]]: # shown above the result
         "Predict one image, update the view, and return the top-k (class, probability)."
         pil = _as_pil(img)
-        label, idx, probs = self.learn.predict(pil)
+        label, idx, probs = self.learn.predict(img)   # the upload's bytes: decoded exactly as its file would be
         p = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64).reshape(-1)
         order = np.argsort(-p, kind="stable")[: self.k]
         self.result = [(self.classes[j], float(p[j])) for j in order]
@@ -253,7 +264,7 @@ class UploadPredict(_View):
         self.image_name = name or (Path(img).name if isinstance(img, (str, Path)) else "image")
         thumb = pil.copy(); thumb.thumbnail((self.size, self.size))
         buf = io.BytesIO(); thumb.save(buf, format="JPEG", quality=85); self.photo.value = buf.getvalue()
-        self.chart.value = fig_to_png(plot_topk(self.result, f"top {len(self.result)}"))
+        set_chart(self.chart, _topk_figure(self.result, f"top {len(self.result)}"))
         self.result_label.value = (f"<b>{html.escape(self.image_name)}</b>: predicted "
                                    f"<b>{html.escape(self.label)}</b> ({self.result[0][1]:.1%})")
         return self.result
@@ -261,16 +272,13 @@ class UploadPredict(_View):
     def describe(self) -> str:
         return f"{self.image_name}: {self.label}" if self.label else "no photo yet"
 
-    def plot(self) -> Figure:
+    def _figure(self) -> NotebookFigure:
         "The photo and the bar chart as one figure."
         if self._img is None:
             raise LessonkitError("Nothing predicted yet: call .predict(image) or upload a photo first.")
-        fig = Figure(figsize=(8, 3), layout="constrained")
-        a, b = fig.subplots(1, 2, width_ratios=[1, 1.4])
+        fig, (a, b) = subplots(1, 2, figsize=(8, 3), layout="constrained", width_ratios=[1, 1.4])
         a.imshow(self._img); a.set_axis_off(); a.set_title(self.image_name, fontsize=9)
-        names, ps = [short_name(n, 24) for n, _ in self.result][::-1], [p for _, p in self.result][::-1]
-        b.barh(names, ps, color=["C0"] * (len(ps) - 1) + ["C2"]); b.set_xlim(0, 1); b.set_xlabel("probability")
-        b.set_title(f"predicted {self.label} ({self.result[0][1]:.1%})", fontsize=10)
+        _draw_topk(b, self.result, f"predicted {self.label} ({self.result[0][1]:.1%})")
         return fig
 
 def upload_predict(learn, # a trained learner (has `predict` and `dls.classes`)
@@ -378,10 +386,10 @@ class ImageCleaner(_View):
 
     def describe(self) -> str: return f"{self.count_label.value}; {self.summary.value}"
 
-    def plot(self) -> Figure:
+    def _figure(self) -> NotebookFigure:
         "The current page as a figure (where widgets cannot render, mark images from code with `.mark(path, action)`)."
         if not self.shown:
-            fig = Figure(figsize=(5, 1)); fig.text(0.5, 0.5, "no images", ha="center"); return fig
+            fig = figure((5, 1)); fig.text(0.5, 0.5, "no images", ha="center"); return fig
         fig, axs = figure_grid(len(self.shown), None, 2.0, extra_h=0.6)
         for ax, s in zip(axs, self.shown):
             ax.imshow(load_thumb(s["path"], self.size))
@@ -400,61 +408,23 @@ def image_cleaner(source, # a ClassificationInterpretation, or a learner (its va
     return ImageCleaner(interp, per_page, size, _static(static))
 
 # %% ../nbs/11_widgets.ipynb #5ae00148
-def _lr_curve(result) -> tuple[np.ndarray, np.ndarray]:
-    "The (learning rates, losses) recorded by an LR-finder result."
-    lrs = getattr(result, "lrs", None); losses = getattr(result, "losses", None)
-    if lrs is None and isinstance(result, dict): lrs, losses = result.get("lrs"), result.get("losses")
-    if lrs is None or losses is None or len(lrs) < 2:
-        raise LessonkitError("This is not an LR-finder result with a curve: expected `.lrs` and `.losses` with at "
-                             "least two points (run learn.lr_find() first).")
-    lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
-    ok = np.isfinite(lrs) & np.isfinite(losses) & (lrs > 0)
-    return lrs[ok], losses[ok]
-
-def _suggestions(result) -> dict[str, float]:
-    "The finder's suggested learning rates that are present (valley, steep, minimum)."
-    out = {}
-    for k in ("valley", "steep", "minimum"):
-        v = getattr(result, k, None) if not isinstance(result, dict) else result.get(k)
-        if v is not None and np.isfinite(v) and v > 0: out[k] = float(v)
-    return out
-
-def plot_lr_find(result, # what `learn.lr_find()` returned
-                 lr: float | None = None, # mark this learning rate on the curve
-                 figsize: tuple[float, float] = (6, 3.6)) -> Figure:
-    "The LR-finder curve (log x axis, the blow-up at the end cut off), its suggestions, and a marker at `lr`."
-    lrs, losses = _lr_curve(result)
-    fig = Figure(figsize=figsize, layout="constrained")
-    ax = fig.subplots()
-    ax.plot(lrs, losses, color="C0")
-    ax.set_xscale("log"); ax.set_xlabel("learning rate"); ax.set_ylabel("loss")
-    for (name, v), c in zip(_suggestions(result).items(), ("C2", "C1", "C4")):
-        ax.axvline(v, color=c, ls=":", lw=1, label=f"{name} {v:.1e}")
-    if lr is not None:
-        j = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))
-        ax.axvline(lrs[j], color="C3", lw=1)
-        ax.plot([lrs[j]], [losses[j]], "o", color="C3", label=f"chosen {lrs[j]:.1e} (loss {losses[j]:.3f})")
-    lo, best = float(losses.min()), int(losses.argmin())
-    hi = float(losses[: best + 1].max())  # the curve up to its minimum; the blow-up after it goes off the top
-    pad = 0.1 * (hi - lo) or 0.1
-    ax.set_ylim(lo - pad, hi + 3 * pad)
-    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8, loc="upper left")
-    return fig
-
 class LRFindExplorer(_View):
-    "A slider over the LR-finder curve: a marker shows the loss at the chosen learning rate."
+    "A slider along the LR-finder curve: a marker shows the loss at the chosen learning rate."
+    figsize = (6, 3.6)  # inches, shown at 100 pixels per inch
+
     def __init__(self, result, static: bool = False):
         self.result, self.static = result, static
-        self.lrs, self.losses = _lr_curve(result)
-        self.suggestions = _suggestions(result)
-        start = self.suggestions.get("valley", float(self.lrs[len(self.lrs) // 2]))
-        self.slider = W.FloatLogSlider(value=start, base=10, min=float(np.log10(self.lrs[0])),
-                                       max=float(np.log10(self.lrs[-1])), step=0.01, readout_format=".1e",
-                                       description="lr", continuous_update=False, layout=W.Layout(width="420px"))
-        self.buttons = {k: W.Button(description=f"{k} {v:.1e}", layout=W.Layout(width="150px"))
+        self.lrs, self.losses = finder_curve(result)
+        self.suggestions = finder_suggestions(result)
+        self.rates = sorted(set(self.lrs.tolist()) | set(self.suggestions.values()))  # the slider's stops
+        start = self.suggestions.get("valley", self.rates[len(self.rates) // 2])
+        self.slider = W.SelectionSlider(options=[(lr_text(v), v) for v in self.rates], value=start, description="lr",
+                                        continuous_update=False, layout=W.Layout(width="420px"))
+        self.buttons = {k: W.Button(description=f"{k} {lr_text(v)}", layout=W.Layout(width="170px"))
                         for k, v in self.suggestions.items()}
-        for k, b in self.buttons.items(): b.on_click(lambda _, v=self.suggestions[k]: setattr(self.slider, "value", v))
+        for k, b in self.buttons.items(): b.on_click(lambda _, v=self.suggestions[k]: self.set_lr(v))
         self.info, self.chart = W.Label(), W.Image(format="png")
+        self.info.add_class("lessonkit-lr-info")
         self.slider.observe(lambda _: self._update(), "value")
         self.widget = W.VBox([self.chart, self.slider, W.HBox(list(self.buttons.values())), self.info])
         self.widget.add_class("lessonkit-lrfind")
@@ -462,24 +432,27 @@ class LRFindExplorer(_View):
 
     @property
     def lr(self) -> float:
-        "The recorded learning rate nearest the slider."
-        return float(self.lrs[self._j])
+        "The learning rate the slider is on."
+        return float(self.slider.value)
 
     @property
     def loss_at(self) -> float:
-        "The loss recorded at `lr`."
-        return float(self.losses[self._j])
+        "The loss on the curve at `lr` (recorded, or between two recorded steps for a suggestion)."
+        return float(np.interp(np.log(self.lr), np.log(self.lrs), self.losses))
+
+    def set_lr(self, lr: float): # a learning rate: the slider moves to the nearest of its stops
+        "Move the slider to (the stop nearest) `lr`."
+        self.slider.value = self.rates[int(np.argmin(np.abs(np.log(self.rates) - np.log(lr))))]
 
     def _update(self):
-        self._j = int(np.argmin(np.abs(np.log(self.lrs) - np.log(self.slider.value))))
-        self.info.value = f"lr {self.lr:.2e}: loss {self.loss_at:.4f} (use it as lr_max in fit_one_cycle)"
-        self.chart.value = fig_to_png(self.plot(), dpi=72)
+        self.info.value = f"lr {lr_text(self.lr)}: loss {self.loss_at:.3f} (use it as lr_max in fit_one_cycle)"
+        set_chart(self.chart, self._figure())
 
     def describe(self) -> str: return self.info.value
 
-    def plot(self) -> Figure:
+    def _figure(self) -> NotebookFigure:
         "The curve with the marker at the chosen learning rate."
-        return plot_lr_find(self.result, self.lr)
+        return lr_find_figure(self.result, self.lr, self.figsize)
 
 def lr_find_explorer(result, # what `learn.lr_find()` returned (has `.lrs`, `.losses`, suggestions)
                      static: bool | None = None) -> LRFindExplorer: # None: static only where widgets can't render

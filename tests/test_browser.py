@@ -1,13 +1,15 @@
-"""The mistakes browser in a real browser: Voila serves tests/browser/mistakes.ipynb, headless Chromium (driven by
-Playwright) opens it, clicks, and we check what the page shows.
+"""lessonkit's widgets in a real browser: Voila serves tests/browser/widgets.ipynb, headless Chromium (driven by
+Playwright) opens it once, and each test clicks, types or chooses a file in one widget and checks what it shows:
+the mistakes browser, the LR-finder explorer, upload-and-predict and the image cleaner.
 
-Under the notebook test runner widgets only exist as Python state; this test checks the other half -- that the
+Under the notebook test runner widgets only exist as Python state; these tests check the other half -- that the
 widgets render in a browser and that a click in the page reaches the Python callbacks and comes back as new
-content. It needs Debian's chromium (`tools/setup_browser.sh`, run by `make test`) and voila + playwright (the
+content. They need Debian's chromium (`tools/setup_browser.sh`, run by `make test`) and voila + playwright (the
 `dev` extra). Playwright drives the system Chromium through `executable_path`; `playwright install` is never used.
-If anything is missing, or the widget does not render or react, the test FAILS: it does not skip.
+If anything is missing, or a widget does not render or react, the tests FAIL: they do not skip.
 
-Screenshots go to tests/artifacts/ (gitignored): mistakes_browser_start.png, _next.png, _birman.png.
+Screenshots go to tests/artifacts/ (gitignored): mistakes_browser_start.png, _next.png, _birman.png,
+lr_find_explorer.png, upload_predict.png, image_cleaner.png.
 """
 import os, re, secrets, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "tests" / "browser" / "mistakes.ipynb"
+NOTEBOOK = ROOT / "tests" / "browser" / "widgets.ipynb"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("LESSONKIT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -42,9 +44,10 @@ def _stop(proc: subprocess.Popen):
     except ProcessLookupError: pass
 
 
-@pytest.fixture
-def voila_url(tmp_path):
+@pytest.fixture(scope="module")
+def voila_url(tmp_path_factory):
     "Start Voila on 127.0.0.1 with a token and private Jupyter dirs; yield the notebook's URL; stop it."
+    tmp_path = tmp_path_factory.mktemp("voila")
     voila = Path(sys.executable).with_name("voila")
     assert voila.exists(), f"voila is not installed in {Path(sys.executable).parent}: pip install -e '.[dev]'"
     env = dict(os.environ, PYTHONPATH=str(ROOT), LESSONKIT_ROOT=str(ROOT), MPLBACKEND="Agg",
@@ -82,9 +85,10 @@ def voila_url(tmp_path):
         print((tmp_path / "voila.log").read_text()[-2000:])
 
 
-@pytest.fixture
-def page(tmp_path):
-    "A fresh headless Chromium page (system chromium, private profile)."
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, voila_url):
+    "The widgets notebook, opened once in a fresh headless Chromium (system chromium, private profile)."
+    tmp_path = tmp_path_factory.mktemp("chrome")
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run tools/setup_browser.sh (installs Debian's chromium)"
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
@@ -96,9 +100,28 @@ def page(tmp_path):
             errors = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
             pg.js_errors = errors
+            _open(pg, voila_url)
             yield pg
+            assert not errors, errors
         finally:
             ctx.close()
+
+
+def _open(pg, url: str):
+    "Load the notebook in Voila (which runs it) and wait until every widget has rendered."
+    t0 = time.monotonic()
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.goto(url, wait_until="domcontentloaded", timeout=RENDER_S * 1000)
+    try:
+        for root in (".lessonkit-mistakes", ".lessonkit-lrfind", ".lessonkit-upload", ".lessonkit-cleaner"):
+            pg.wait_for_selector(root, state="visible", timeout=RENDER_S * 1000)
+        pg.wait_for_function("() => document.querySelectorAll('.lessonkit-mistakes img').length == 2",
+                             timeout=REACT_S * 1000)
+    except Exception:
+        pg.screenshot(path=str(ARTIFACTS / "widgets_failed.png"), full_page=True)
+        raise AssertionError(f"the widgets did not render; page text:\n{pg.inner_text('body')[:3000]}\n"
+                             f"JS errors: {pg.js_errors}")
+    print(f"widgets rendered {time.monotonic() - t0:.1f}s after page.goto")
 
 
 def _text(s: str) -> str:
@@ -116,20 +139,10 @@ def _images_loaded(pg, root: str) -> list[int]:
     return pg.eval_on_selector_all(f"{root} img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
 
 
-def test_mistakes_browser_renders_and_reacts(voila_url, page):
+def test_mistakes_browser_renders_and_reacts(page):
     t0 = time.monotonic()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.goto(voila_url, wait_until="domcontentloaded", timeout=RENDER_S * 1000)
     root = ".lessonkit-mistakes"
     label = page.locator(f"{root} .lessonkit-count")
-    try:
-        page.wait_for_selector(root, state="visible", timeout=RENDER_S * 1000)
-        page.wait_for_function(f"() => document.querySelectorAll('{root} img').length == 2", timeout=REACT_S * 1000)
-    except Exception:
-        page.screenshot(path=str(ARTIFACTS / "mistakes_browser_failed.png"), full_page=True)
-        raise AssertionError(f"the mistakes browser did not render; page text:\n{page.inner_text('body')[:3000]}\n"
-                             f"JS errors: {page.js_errors}")
-    print(f"widget rendered {time.monotonic() - t0:.1f}s after page.goto")
     # Rendered: the count label, two dropdowns with the class counts, two decoded photos with captions.
     assert _text(label.inner_text()) == "4 mistakes (actual any, predicted any) · page 1 of 2 · showing 1-2"
     selects = page.locator(f"{root} select")
@@ -140,17 +153,20 @@ def test_mistakes_browser_renders_and_reacts(voila_url, page):
     assert all(w > 0 for w in _images_loaded(page, root))
     captions = [_text(c) for c in page.locator(f"{root} .lessonkit-caption").all_inner_texts()]
     assert [c.splitlines()[1:3] for c in captions] == [["predicted: Bengal 0.70", "actual: Abyssinian 0.04"]] * 2, captions
-    assert page.locator("img").count() == 2  # the widget's photos only: no static fallback picture beside it
+    assert page.locator(f"{root} img").count() == 2
+    outside = page.eval_on_selector_all("img", "els => els.filter(e => !e.closest('.lessonkit-mistakes, .lessonkit-lrfind, "
+                                               ".lessonkit-upload, .lessonkit-cleaner')).length")
+    assert outside == 0  # the widgets only: no static fallback picture beside any of them
     page.screenshot(path=str(ARTIFACTS / "mistakes_browser_start.png"), full_page=True)
 
     # A click on Next goes to the second page: new label, new captions.
-    page.get_by_role("button", name=re.compile("Next")).click()
+    page.locator(root).get_by_role("button", name=re.compile("Next")).click()
     page.wait_for_function(f"() => document.querySelector('{root} .lessonkit-count').innerText.includes('page 2 of 2')",
                            timeout=REACT_S * 1000)
     captions = [_text(c) for c in page.locator(f"{root} .lessonkit-caption").all_inner_texts()]
     assert [c.splitlines()[0] for c in captions] == ["Bengal_149.jpg", "Birman_153.jpg"], captions
     assert [c.splitlines()[2] for c in captions] == ["actual: Bengal 0.04", "actual: Birman 0.04"], captions
-    assert page.get_by_role("button", name=re.compile("Next")).is_disabled()
+    assert page.locator(root).get_by_role("button", name=re.compile("Next")).is_disabled()
     page.screenshot(path=str(ARTIFACTS / "mistakes_browser_next.png"), full_page=True)
 
     # Choosing an actual class in the dropdown narrows the selection and refills the predicted dropdown.
@@ -166,4 +182,66 @@ def test_mistakes_browser_renders_and_reacts(voila_url, page):
                            timeout=REACT_S * 1000)
     page.screenshot(path=str(ARTIFACTS / "mistakes_browser_birman.png"), full_page=True)
     assert not page.js_errors, page.js_errors
-    print(f"browser part: {time.monotonic() - t0:.1f}s")
+    print(f"mistakes browser: {time.monotonic() - t0:.1f}s")
+
+
+def _explorer_state(page, root: str) -> tuple[str, str]:
+    "The slider's readout and the label under it."
+    return (_text(page.locator(f"{root} .widget-readout").inner_text()),
+            _text(page.locator(f"{root} .lessonkit-lr-info").inner_text()))
+
+
+def test_lr_find_explorer_slider_label_and_chart_agree(page):
+    root = ".lessonkit-lrfind"
+    readout, info = _explorer_state(page, root)
+    assert readout == "5.01e-04" and info.startswith("lr 5.01e-04: loss "), (readout, info)  # the valley
+    # The chart is drawn at twice the pixels it is shown at: sharp, not an upscaled small image.
+    img = page.locator(f"{root} img")
+    page.wait_for_function(f"() => document.querySelector('{root} img').naturalWidth > 0", timeout=REACT_S * 1000)
+    natural, shown = img.evaluate("i => [i.naturalWidth, i.naturalHeight]"), img.evaluate("i => [i.clientWidth, i.clientHeight]")
+    assert shown == [600, 360] and natural == [1200, 720], (natural, shown)
+    before = img.evaluate("i => i.src")
+    # A button moves the slider, and the label follows with the same rate, written the same way.
+    page.locator(root).get_by_role("button", name=re.compile("^minimum")).click()
+    page.wait_for_function(f"() => document.querySelector('{root} .lessonkit-lr-info').innerText.startsWith('lr 1.00e-02')",
+                           timeout=REACT_S * 1000)
+    assert _explorer_state(page, root)[0] == "1.00e-02"
+    page.wait_for_function(f"src => document.querySelector('{root} img').src != src", arg=before, timeout=REACT_S * 1000)
+    # The keyboard moves the slider one recorded rate: label, readout and chart follow.
+    before = img.evaluate("i => i.src")
+    page.locator(f"{root} .noUi-handle").press("ArrowRight")
+    page.wait_for_function(f"() => document.querySelector('{root} .lessonkit-lr-info').innerText.startsWith('lr 1.26e-02')",
+                           timeout=REACT_S * 1000)
+    readout, info = _explorer_state(page, root)
+    assert readout == "1.26e-02" and info.startswith(f"lr {readout}: loss "), (readout, info)
+    page.wait_for_function(f"src => document.querySelector('{root} img').src != src", arg=before, timeout=REACT_S * 1000)
+    page.locator(root).screenshot(path=str(ARTIFACTS / "lr_find_explorer.png"))
+
+
+def test_upload_and_predict_from_a_chosen_file(page):
+    root = ".lessonkit-upload"
+    photo = sorted((ROOT / "data" / "pets" / "images").glob("Birman_*.jpg"))[0]
+    with page.expect_file_chooser() as chooser:  # the upload button opens the file dialog; choose a photo in it
+        page.locator(f"{root} .widget-upload").click()
+    chooser.value.set_files(str(photo))
+    page.wait_for_function(f"() => document.querySelector('{root}').innerText.includes('predicted Birman')",
+                           timeout=REACT_S * 1000)
+    assert f"{photo.name}: predicted Birman (70.0%)" in _text(page.locator(root).inner_text())
+    page.wait_for_function(f"() => [...document.querySelectorAll('{root} img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=REACT_S * 1000)
+    assert page.locator(f"{root} img").count() == 2  # the photo and the bar chart
+    page.locator(root).screenshot(path=str(ARTIFACTS / "upload_predict.png"))
+
+
+def test_image_cleaner_marks_a_file(page):
+    root = ".lessonkit-cleaner"
+    summary = lambda: _text(page.locator(root).inner_text())
+    assert "marked: 0 to delete, 0 to relabel" in summary()
+    page.locator(f"{root} select").nth(1).select_option(label="delete")  # the first image (the 0th: the class filter)
+    page.wait_for_function(f"() => document.querySelector('{root}').innerText.includes('marked: 1 to delete')",
+                           timeout=REACT_S * 1000)
+    page.locator(root).get_by_role("button", name=re.compile("Next")).click()
+    page.wait_for_function(f"() => document.querySelector('{root} .lessonkit-count').innerText.includes('page 2 of')",
+                           timeout=REACT_S * 1000)
+    assert "marked: 1 to delete" in summary()  # marks survive paging
+    page.locator(root).screenshot(path=str(ARTIFACTS / "image_cleaner.png"))

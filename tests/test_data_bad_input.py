@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lessonkit.core import LessonkitError
-from lessonkit.data import (BadImageError, DataLoaders, ImageDataLoaders, check_images, clear_image_cache,
-                            get_image_files, load_image, open_image)
+from lessonkit.core import LessonkitError, LessonkitWarning
+from lessonkit.data import DataLoaders, ImageDataLoaders
+from lessonkit.images import BadImageError, check_images, clear_image_cache, get_image_files, load_image, open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 PETS = ROOT / "data/pets/images"
@@ -70,14 +70,13 @@ def test_unreadable_files_are_named(tmp_path, num_workers):
     assert "check_images(path)" in msg and "skip_bad=True" in msg
 
 
-def test_skip_bad_reports_what_was_skipped(tmp_path, capsys):
+def test_skip_bad_reports_what_was_skipped(tmp_path):
     d = pets_copy(tmp_path)
     expected = add_bad_files(d)
-    dls = ImageDataLoaders.from_name_re(d, get_image_files(d), PAT, skip_bad=True, num_workers=2, **KW)
+    with pytest.warns(LessonkitWarning, match=r"(?s)Skipped 4 file\(s\) \(listed in dls.skipped\).*Bengal_901.jpg: empty file"):
+        dls = ImageDataLoaders.from_name_re(d, get_image_files(d), PAT, skip_bad=True, num_workers=2, **KW)
     assert sorted(p.name for p, _ in dls.skipped) == sorted(expected)
     for p, reason in dls.skipped: assert expected[p.name] in reason
-    out = capsys.readouterr().out
-    assert "Skipped 4 file(s) (listed in dls.skipped)" in out and "Bengal_901.jpg: empty file" in out
     assert dls.train.n + dls.valid.n == 24
     items = dls.train.items + dls.valid.items
     assert not any(p.name in expected for p in items)
@@ -174,7 +173,7 @@ def test_modes_in_a_dataset_folder(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ folders
-def test_empty_class_folder(tmp_path, capsys):
+def test_empty_class_folder(tmp_path):
     d = folder_copy(tmp_path)
     (d / "train/bird").mkdir()
     (d / "train/frog").mkdir(); (d / "train/frog/README.txt").write_text("todo")
@@ -185,9 +184,9 @@ def test_empty_class_folder(tmp_path, capsys):
     assert f"{d / 'train/bird'}: class folder is empty" in msg
     assert f"{d / 'train/frog'}: class folder holds no images (1 other file(s))" in msg
     assert "Remove empty class folders" in msg
-    dls = ImageDataLoaders.from_folder(d, skip_bad=True, **KW)
+    with pytest.warns(LessonkitWarning, match=r"Skipped 2 file\(s\)"):
+        dls = ImageDataLoaders.from_folder(d, skip_bad=True, **KW)
     assert dls.classes == ["cat", "dog"] and len(dls.skipped) == 2
-    assert "Skipped 2 file(s)" in capsys.readouterr().out
 
 
 def test_image_outside_class_folders_is_not_labelled_with_the_split(tmp_path):
@@ -195,7 +194,8 @@ def test_image_outside_class_folders_is_not_labelled_with_the_split(tmp_path):
     shutil.copy(next(PETS.glob("*.jpg")), d / "train" / "stray.jpg")
     with pytest.raises(LessonkitError, match=r"stray\.jpg: image is not inside a class folder"):
         ImageDataLoaders.from_folder(d, **KW)
-    dls = ImageDataLoaders.from_folder(d, skip_bad=True, **KW)
+    with pytest.warns(LessonkitWarning, match="Skipped"):
+        dls = ImageDataLoaders.from_folder(d, skip_bad=True, **KW)
     assert "train" not in dls.classes and dls.c == 2
 
 
@@ -216,12 +216,12 @@ def test_folder_without_images(tmp_path):
         ImageDataLoaders.from_folder(tmp_path / "nope", **KW)
 
 
-def test_class_only_in_valid_is_reported(tmp_path, capsys):
+def test_class_only_in_valid_is_reported(tmp_path):
     d = folder_copy(tmp_path)
     (d / "valid/frog").mkdir(); shutil.copy(next((CIFAR / "test/frog").glob("*.jpg")), d / "valid/frog/f.jpg")
-    dls = ImageDataLoaders.from_folder(d, **KW)
+    with pytest.warns(LessonkitWarning, match="1 class\\(es\\) have no training images, so they can never be predicted: frog"):
+        dls = ImageDataLoaders.from_folder(d, **KW)
     assert "frog" in dls.classes
-    assert "1 class(es) have no training images, so they can never be predicted: frog" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------------- CSV
@@ -236,7 +236,7 @@ def _rows(tmp_path) -> list[str]:
     return [f"{f.name},{re.match(PAT, f.name)[1]}" for f in files[::len(files) // 12][:12]]
 
 
-def test_csv_rows_naming_missing_files(tmp_path, capsys):
+def test_csv_rows_naming_missing_files(tmp_path):
     rows = _rows(tmp_path)
     rows.insert(2, "ghost_1.jpg,ghost"); rows.append("Abyssinian_9999.jpg,Abyssinian")
     path = _csv(tmp_path, rows)
@@ -247,7 +247,8 @@ def test_csv_rows_naming_missing_files(tmp_path, capsys):
     assert "ghost_1.jpg: labels.csv line 4 names a file that does not exist" in msg
     assert "labels.csv line 15 names a file that does not exist" in msg
     assert f"files are looked up as {path / 'pets'}/<name>" in msg
-    dls = ImageDataLoaders.from_csv(path, "labels.csv", folder="pets", skip_bad=True, **KW)
+    with pytest.warns(LessonkitWarning, match="Skipped"):
+        dls = ImageDataLoaders.from_csv(path, "labels.csv", folder="pets", skip_bad=True, **KW)
     assert dls.train.n + dls.valid.n == 12 and "ghost" not in dls.classes and len(dls.skipped) == 2
 
 
@@ -264,7 +265,8 @@ def test_csv_duplicate_rows(tmp_path):
     path = _csv(tmp_path, rows)
     with pytest.raises(LessonkitError, match=rf"{first}: labels.csv line 14 names the same file as labels.csv line 2"):
         ImageDataLoaders.from_csv(path, "labels.csv", folder="pets", **KW)
-    dls = ImageDataLoaders.from_csv(path, "labels.csv", folder="pets", skip_bad=True, **KW)
+    with pytest.warns(LessonkitWarning, match="Skipped"):
+        dls = ImageDataLoaders.from_csv(path, "labels.csv", folder="pets", skip_bad=True, **KW)
     assert "some_other_breed" not in dls.classes                 # the first row wins, reported, never mixed
 
 
@@ -295,7 +297,7 @@ def test_from_df_with_dict_and_pandas_like_table(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- names and patterns
-def test_names_the_pattern_does_not_match(tmp_path, capsys):
+def test_names_the_pattern_does_not_match(tmp_path):
     d = pets_copy(tmp_path)
     src = next(PETS.glob("*.jpg"))
     for n in ["IMG_0001.JPG.jpg", "holiday.jpg", "Bengal-12.jpg"]: shutil.copy(src, d / n)
@@ -304,7 +306,8 @@ def test_names_the_pattern_does_not_match(tmp_path, capsys):
     msg = str(e.value)
     assert "3 file names do not match the pattern" in msg
     assert "holiday.jpg: name does not match the pattern" in msg and "Bengal-12.jpg" in msg and "IMG_0001.JPG.jpg" in msg
-    dls = ImageDataLoaders.from_name_re(d, get_image_files(d), PAT, skip_bad=True, **KW)
+    with pytest.warns(LessonkitWarning, match="Skipped"):
+        dls = ImageDataLoaders.from_name_re(d, get_image_files(d), PAT, skip_bad=True, **KW)
     assert len(dls.skipped) == 3 and "holiday" not in " ".join(dls.classes) and dls.train.n + dls.valid.n == 24
 
 
@@ -336,7 +339,8 @@ def test_duplicate_files_in_lists(tmp_path):
     labels = [re.match(PAT, f.name)[1] for f in files]
     with pytest.raises(LessonkitError, match=rf"{re.escape(files[0].name)}: listed twice"):
         DataLoaders.from_lists(d, files + [files[0]], labels + ["other"], **KW)
-    dls = DataLoaders.from_lists(d, files + [files[0]], labels + ["other"], skip_bad=True, **KW)
+    with pytest.warns(LessonkitWarning, match="Skipped"):
+        dls = DataLoaders.from_lists(d, files + [files[0]], labels + ["other"], skip_bad=True, **KW)
     assert "other" not in dls.classes and dls.train.n + dls.valid.n == 12
     with pytest.raises(LessonkitError, match="12 files but 11 labels"):
         DataLoaders.from_lists(d, files, labels[:-1], **KW)
@@ -349,12 +353,39 @@ def test_label_func_errors_name_the_file(tmp_path):
         ImageDataLoaders.from_name_func(d, get_image_files(d), label, **KW)
 
 
-def test_test_dl_with_bad_files(tmp_path, capsys):
+def test_test_dl_with_bad_files(tmp_path):
     dls = ImageDataLoaders.from_name_re(PETS, get_image_files(PETS)[:40], PAT, **KW)
     d = pets_copy(tmp_path, 6)
     add_bad_files(d)
     with pytest.raises(LessonkitError, match="4 files cannot be read as images"):
         dls.test_dl(d)
-    dl = dls.test_dl(d, skip_bad=True)
+    with pytest.warns(LessonkitWarning, match=r"Skipped 4 unreadable file\(s\)"):
+        dl = dls.test_dl(d, skip_bad=True)
     assert dl.n == 6 and len(dl.skipped) == 4 and len(dl.one_batch()) == 1
-    assert "Skipped 4 unreadable file(s)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ misspelt options
+@pytest.mark.parametrize("make", [
+    lambda **kw: DataLoaders.from_folder(CIFAR, valid="test", **kw),
+    lambda **kw: DataLoaders.from_name_re(PETS, get_image_files(PETS), PAT, **kw),
+    lambda **kw: DataLoaders.from_name_func(PETS, get_image_files(PETS), lambda n: n[0], **kw),
+    lambda **kw: DataLoaders.from_lists(PETS, [], [], **kw),
+    lambda **kw: DataLoaders.from_df({"f": [], "y": []}, PETS, **kw),
+    lambda **kw: DataLoaders.from_csv(ROOT / "data/vehicles", "train.csv", **kw)],
+    ids=["from_folder", "from_name_re", "from_name_func", "from_lists", "from_df", "from_csv"])
+def test_misspelt_options_name_the_right_one(make):
+    "Every constructor shows the common options in its signature and refuses a misspelt one before doing any work."
+    with pytest.raises(LessonkitError, match=r"has no argument 'batch_size': did you mean bs\?"): make(batch_size=32)
+    with pytest.raises(LessonkitError, match=r"has no argument 'szie': did you mean size\?"): make(szie=64)
+    with pytest.raises(LessonkitError, match=r"has no argument 'validation_split': did you mean valid_pct\?"):
+        make(validation_split=0.2)
+
+
+def test_constructor_signatures_show_every_option():
+    import inspect
+    from lessonkit.data import loader_options
+    options = inspect.signature(loader_options).parameters
+    for name in ("from_folder", "from_name_re", "from_name_func", "from_lists", "from_df", "from_csv"):
+        params = inspect.signature(getattr(DataLoaders, name)).parameters
+        assert "kwargs" not in params, name
+        for k, p in options.items(): assert params[k].default == p.default and params[k].kind is p.KEYWORD_ONLY, (name, k)

@@ -14,7 +14,8 @@ from lessonkit.core import LessonkitError, set_seed
 from lessonkit.data import DataLoaders
 from lessonkit.learner import Learner, vision_learner
 from lessonkit.metrics import accuracy, roc_auc
-from lessonkit.models import create_model, pretrained_state_dict
+from lessonkit.backbones import pretrained_state_dict
+from lessonkit.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PETS = ROOT / "data" / "pets" / "images"
@@ -45,7 +46,7 @@ class Cleanup(Callback):
 
 
 def test_modules_import_in_a_fresh_interpreter():
-    code = ("import lessonkit.models, lessonkit.metrics, lessonkit.callbacks, lessonkit.learner, lessonkit.schedule, "
+    code = ("import lessonkit.backbones, lessonkit.models, lessonkit.metrics, lessonkit.callbacks, lessonkit.learner, lessonkit.schedule, "
             "lessonkit.inference; from lessonkit.learner import activation_for; import torch; "
             "assert torch.allclose(activation_for(torch.nn.CrossEntropyLoss())(torch.zeros(1, 4)), torch.full((1, 4), 0.25))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -81,12 +82,19 @@ def test_error_in_a_callback_leaves_the_learner_usable(pets):
     assert len(learn.recorder.losses) == 2
 
 
-def test_real_sigint_mid_epoch(pets):
+@pytest.fixture
+def python_sigint():
+    "Python's own SIGINT handler (a KeyboardInterrupt, as in a Jupyter kernel), whatever the test runner installed."
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_real_sigint_mid_epoch(pets, python_sigint):
     "A real SIGINT (what Jupyter's Stop button sends) in epoch 2: finished epochs kept, after_fit ran, training resumes."
     class SigInt(Callback):
         def after_batch(self):
             if self.learn.epoch == 1 and self.learn.iter == 1: signal.raise_signal(signal.SIGINT)
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler: pytest.skip("SIGINT is handled elsewhere")
     learn = vision_learner(pets, "mobilenet_v2", metrics=accuracy)
     cleanup = Cleanup()
     learn.add_cb(cleanup)
@@ -116,7 +124,7 @@ def test_fine_tune_discriminative_rates(pets):
     learn.fine_tune(1, base_lr=2e-3, cbs=[StopAfter(3)])
     assert learn.n_frozen == 0 and all(p.requires_grad for p in learn.model.parameters())
     assert len(learn.recorder.lrs) == 3
-    for lrs in learn.recorder.lrs: assert math.isclose(lrs[0] * 100, lrs[2], rel_tol=1e-9)
+    for lrs in learn.recorder.lrs: assert math.isclose(lrs[0] * 100, lrs[-1], rel_tol=1e-9)
 
 
 def test_loss_and_activation_follow_data_and_head(pets):
@@ -133,11 +141,23 @@ def test_loss_and_activation_follow_data_and_head(pets):
     assert probs.shape == targets.shape == (multi.valid.n, multi.c) and ((probs > 0) & (probs < 1)).all()
 
 
+class PredDtype(Callback):
+    "Records the dtype of the model's outputs in each training batch."
+    def before_fit(self): self.dtypes = []
+    def after_pred(self):
+        if self.learn.training: self.dtypes.append(self.learn.pred.dtype)
+
+
 def test_bf16_autocast_option_on_cpu(pets):
     learn = vision_learner(pets, "mobilenet_v2", mixed_precision="bf16")
     assert learn.amp_dtype == torch.bfloat16 and not learn.scaler.is_enabled()
-    learn.fit(1, lr=1e-3, cbs=[StopAfter(2)])
+    seen = PredDtype()
+    learn.fit(1, lr=1e-3, cbs=[StopAfter(2), seen])
+    assert seen.dtypes == [torch.bfloat16] * 2                 # the forward pass really ran in bfloat16
     assert all(math.isfinite(l) for l in learn.recorder.losses)
+    plain = vision_learner(pets, "mobilenet_v2", mixed_precision=False)
+    plain.fit(1, lr=1e-3, cbs=[StopAfter(1), seen])
+    assert seen.dtypes == [torch.float32]                       # and without the option, in float32
 
 
 def test_offline_weights_error_names_the_file(tmp_path, monkeypatch):
@@ -157,3 +177,13 @@ def test_custom_model_and_layer_groups(pets):
     learn.fit(1, lr=slice(1e-2), cbs=[StopAfter(2)])
     assert all(math.isclose(a, b) for a, b in zip(learn.recorder.lrs[0], [1e-3, 1e-2]))
     assert all(p.grad is None for p in body.parameters()) and head.weight.grad is not None
+
+
+def test_vision_learner_signature_and_misspelt_options(pets):
+    "Learner's options show in vision_learner's signature; a misspelt one names the right one (no model is built)."
+    import inspect
+    params = inspect.signature(vision_learner).parameters
+    assert "kwargs" not in params and {"lr", "wd", "cbs", "train_bn", "path", "mixed_precision", "num_threads"} <= set(params)
+    for wrong, right in (("learning_rate", "lr"), ("weight_decay", "wd"), ("callbacks", "cbs"), ("trian_bn", "train_bn")):
+        with pytest.raises(LessonkitError, match=rf"vision_learner\(\) has no argument '{wrong}': did you mean {right}\?"):
+            vision_learner(pets, "mobilenet_v2", **{wrong: 1})

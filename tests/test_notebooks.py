@@ -1,13 +1,16 @@
-"""Every notebook in nbs/ is a test, run by nbdev's own runner (so `#| eval: false` and `tst_flags` are honoured),
-one pytest test per notebook so CI lists each one. Plus: notebooks and the exported package agree, notebooks are clean."""
+"""Every notebook in nbs/ is a test, run by nbdev's test runner's rules (so `#| eval: false` and `tst_flags` are
+honoured), one pytest test per notebook so CI lists each one. Plus: notebooks and the exported package agree, notebooks
+are clean. Each lesson that passes is saved, executed, to runs/ (as `make lesson` saves it): the course website
+(tools/build_site.py, tests/test_site.py) shows those copies instead of running the lessons a second time."""
 import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 from nbdev.config import get_config
-from nbdev.test import test_nb as run_nb  # renamed, or pytest would collect it as a test
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from run_lesson import RUNS, execute, save_executed  # noqa: E402  (nbdev.test.test_nb's rules, keeping the outputs)
 NBS = sorted(p for p in (ROOT / "nbs").rglob("*.ipynb")
              if ".ipynb_checkpoints" not in p.parts and not p.name.startswith(("_", ".")))
 
@@ -18,10 +21,11 @@ def test_notebook(nb, monkeypatch):
     monkeypatch.setenv("IN_TEST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     # Cells flagged with a tst_flag (e.g. `#| slow`) are skipped unless named in $LESSONKIT_NB_FLAGS.
-    ok, secs = run_nb(nb, skip_flags=cfg.tst_flags.split(), force_flags=os.environ.get("LESSONKIT_NB_FLAGS", "").split(),
-                      basepath=ROOT)
+    ok, secs, executed, err = execute(nb, skip_flags=cfg.tst_flags.split(),
+                                      force_flags=os.environ.get("LESSONKIT_NB_FLAGS", "").split())
     print(f"{nb.name}: {secs:.1f}s")
-    assert ok, f"{nb.relative_to(ROOT)} failed (its traceback is printed above)"
+    assert ok, f"{nb.relative_to(ROOT)} failed:\n{err}"
+    if nb.parent.name == "lessons": save_executed(executed, RUNS / nb.name)
 
 
 def _copy_repo(tmp_path):

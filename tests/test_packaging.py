@@ -15,7 +15,7 @@ def wheel(tmp_path_factory) -> Path:
     out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("src") / "lessonkit"
     # from a copy of the sources, so that setuptools' build/ and egg-info folders never land in the checkout
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "data", "runs", "build", "*.egg-info",
-                                                                  "__pycache__", ".fastai", "artifacts"))
+                                                                  "__pycache__", ".fastai", ".gpu_wheels", "artifacts"))
     # --no-build-isolation: use the setuptools already installed (this machine has no general internet)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
                     str(src)], check=True, cwd=out)

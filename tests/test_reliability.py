@@ -21,12 +21,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-import lessonkit.data
+import lessonkit.images
 from lessonkit.augment import aug_transforms
 from lessonkit.callbacks import (Callback, CancelTrainException, CancelValidException, CheckpointCallback, CSVLogger,
                                  NonFiniteError)
 from lessonkit.core import LessonkitError, set_seed
-from lessonkit.data import DataLoaders, clear_image_cache, decode_images
+from lessonkit.data import DataLoaders
+from lessonkit.images import clear_image_cache, decode_images
 from lessonkit.datasets import CorruptArchiveError, Dataset, download_url, untar_data
 from lessonkit.inference import load_learner
 from lessonkit.learner import Learner
@@ -257,36 +258,89 @@ def test_lr_find_stops_at_nan_and_restores_the_model(dls):
 
 # -------------------------------------------------------------------------------------------------- files: write sites
 SHUTIL_WRITES = {"copy", "copy2", "copyfile", "copytree", "move"}
+EXTRACTS = {"extractall", "extract", "unpack_archive"}
+BUFFERS = {"BytesIO", "StringIO"}
+
+
+def _call_name(node: ast.Call) -> tuple[str, str]:
+    "The called name and the text of what it is called on: `tf.extractall(...)` -> ('extractall', 'tf')."
+    fn = node.func
+    if isinstance(fn, ast.Attribute): return fn.attr, ast.unparse(fn.value)
+    return (fn.id, "") if isinstance(fn, ast.Name) else ("", "")
+
+
+def _buffers(tree: ast.AST) -> set[str]:
+    "Names bound to an in-memory buffer (`buf = io.BytesIO()`): saving into one writes no file."
+    return {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+            and _call_name(n.value)[0] in BUFFERS for t in n.targets if isinstance(t, ast.Name)}
+
+
+def _extracts_then_renames(func: ast.AST, node: ast.Call) -> bool:
+    "An archive is extracted into a folder made by `tempfile.mkdtemp` in the same function, which then renames into place."
+    temps = {t.id for n in ast.walk(func) if isinstance(n, ast.Assign) and "mkdtemp" in ast.unparse(n.value)
+             for t in n.targets if isinstance(t, ast.Name)}
+    into = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("path", "extract_dir")), None)
+    renames = any(isinstance(n, ast.Call) and _call_name(n) in (("replace", "os"), ("rename", "os")) for n in ast.walk(func))
+    return into is not None and bool(temps & {n.id for n in ast.walk(into) if isinstance(n, ast.Name)}) and renames
+
+
+def write_sites(tree: ast.AST, allowed_funcs: set[str] = frozenset()) -> list[ast.Call]:
+    "The calls in `tree` that write a file without `atomic_write` (or, for archives, a temporary folder renamed into place)."
+    parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    buffers, bad = _buffers(tree), []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call): continue
+        name, owner = _call_name(node)
+        first = node.args[0] if node.args else None
+        to_buffer = first is not None and (ast.unparse(first) in buffers or
+                                           (isinstance(first, ast.Call) and _call_name(first)[0] in BUFFERS))
+        writes = (name in ("write_bytes", "write_text", "tofile") or (name in SHUTIL_WRITES and owner == "shutil")
+                  or (name == "save" and owner in ("torch", "np", "numpy"))
+                  # PIL's Image.save and matplotlib's savefig, unless into a buffer; `learn.save` is Learner.save, atomic
+                  or (name in ("save", "savefig") and owner not in ("torch", "np", "numpy") and not to_buffer
+                      and owner.split(".")[-1] != "learn")
+                  or name in EXTRACTS)
+        if name == "open" and owner in ("", "io", "os"):
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            writes = not (mode is None or (isinstance(mode, ast.Constant) and set(str(mode.value)) <= set("rbt")))
+        if not writes: continue
+        p, func, atomic = node, None, False
+        while p in parents:
+            p = parents[p]
+            if isinstance(p, ast.With) and any("atomic_write" in ast.unparse(i.context_expr) for i in p.items): atomic = True
+            if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)) and func is None: func = p
+        if name in EXTRACTS and func is not None and _extracts_then_renames(func, node): atomic = True
+        if not atomic and (func.name if func else None) not in allowed_funcs: bad.append(node)
+    return bad
 
 
 def test_every_file_write_in_the_package_is_atomic():
     "Static check: each call that writes a file (open for writing, torch.save, np.save, Path.write_*, shutil copies, "
-    "os.rename) is inside `with atomic_write(...)`. The one exception is the resumable `.part` file of a download, "
-    "renamed into place only once checked."
-    allowed = {("datasets.py", "_fetch"), ("core.py", "file_lock")}  # the download's .part; a lock file (never written)
+    "PIL's Image.save, matplotlib's savefig, os.rename) is inside `with atomic_write(...)`, and an archive is extracted "
+    "into a temporary folder that is then renamed into place. The one exception is the resumable `.part` file of a "
+    "download, renamed into place only once checked."
+    allowed = {"datasets.py": {"_fetch"}, "core.py": {"file_lock"}}  # the download's .part; a lock file (never written)
     bad = []
     for f in sorted((ROOT / "lessonkit").rglob("*.py")):
         if f.name == "_modidx.py": continue
-        tree = ast.parse(f.read_text())
-        parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call): continue
-            fn = node.func
-            name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
-            owner = fn.value.id if isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) else ""
-            writes = (name in ("write_bytes", "write_text", "tofile") or (name in SHUTIL_WRITES and owner == "shutil")
-                      or (name == "save" and owner in ("torch", "np", "numpy")))
-            if name == "open" and owner in ("", "io", "os"):
-                mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
-                writes = not (mode is None or (isinstance(mode, ast.Constant) and set(str(mode.value)) <= set("rbt")))
-            if not writes: continue
-            p, func, atomic = node, None, False
-            while p in parents:
-                p = parents[p]
-                if isinstance(p, ast.With) and any("atomic_write" in ast.unparse(i.context_expr) for i in p.items): atomic = True
-                if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)) and func is None: func = p.name
-            if not atomic and (f.name, func) not in allowed: bad.append(f"{f.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
+        bad += [f"{f.relative_to(ROOT)}:{n.lineno} {ast.unparse(n)}"
+                for n in write_sites(ast.parse(f.read_text()), allowed.get(f.name, set()))]
     assert not bad, "writes outside atomic_write:\n" + "\n".join(bad)
+
+
+def test_the_write_lint_catches_each_kind_of_write():
+    "The check above would fail on each kind of non-atomic write, and passes the atomic forms of each."
+    unsafe = {"image": "def f(im, p): im.save(p)", "figure": "def f(fig, p): fig.savefig(p, dpi=80)",
+              "tar": "def f(tf, dest): tf.extractall(dest)", "zip": "def f(zf, d): zf.extractall(path=d)",
+              "unpack": "def f(a, d): shutil.unpack_archive(a, d)", "text": "def f(p): p.write_text('x')",
+              "open": "def f(p):\n    with open(p, 'w') as fh: fh.write('x')", "torch": "def f(s, p): torch.save(s, p)",
+              "extract, no rename": "def f(tf, dest):\n    tmp = tempfile.mkdtemp(dir=dest)\n    tf.extractall(tmp)"}
+    for kind, code in unsafe.items(): assert len(write_sites(ast.parse(code))) == 1, kind
+    safe = ["def f(im, p):\n    with atomic_write(p) as fh: im.save(fh, format='PNG')",
+            "def f(fig):\n    buf = io.BytesIO(); fig.savefig(buf, format='png')", "def f(im): im.save(io.BytesIO(), 'JPEG')",
+            "def f(tf, dest, target):\n    tmp = Path(tempfile.mkdtemp(dir=dest))\n    tf.extractall(tmp)\n    os.replace(tmp, target)",
+            "def f(self): self.learn.save('best')"]
+    for code in safe: assert write_sites(ast.parse(code)) == [], code
 
 
 # ------------------------------------------------------------------------------------------- files: a full disk
@@ -339,7 +393,7 @@ def test_full_disk_while_logging_caching_extracting_downloading(dls, tmp_path, m
         learn.fit(1, 1e-3, cbs=[CSVLogger("log.csv", append=True)])   # the new log holds more rows: over the limit
     assert (tmp_path / "log.csv").read_bytes() == log
     # the image cache: images still load, a warning says the cache is not written
-    monkeypatch.setattr(lessonkit.data, "_cache_warned", False)
+    monkeypatch.setattr(lessonkit.images, "_cache_warned", False)
     clear_image_cache()
     files = sorted(PETS.glob("*.jpg"))[:3]
     with disk_full_after(16 * 1024), pytest.warns(UserWarning, match="cache of decoded images cannot be written"):
@@ -406,7 +460,7 @@ def test_read_only_folder(mobilenet_learner, readonly, tmp_path, monkeypatch):
     monkeypatch.setenv("LESSONKIT_HOME", str(d / "home"))      # caches on a read-only disk
     with pytest.raises(LessonkitError, match="Cannot create the cache folder .*LESSONKIT_HOME"):
         untar_data(arc, dest=tmp_path / "data")
-    monkeypatch.setattr(lessonkit.data, "_cache_warned", False)
+    monkeypatch.setattr(lessonkit.images, "_cache_warned", False)
     clear_image_cache()
     with pytest.warns(UserWarning, match="cache of decoded images cannot be written"):
         imgs, bad = decode_images(sorted(PETS.glob("*.jpg"))[:2], 32, disk_cache=True, num_workers=0)
@@ -446,7 +500,7 @@ def waits_for_a_lock(pid: int) -> bool:
 SHARED_SCRIPT = r"""
 import sys, torch
 from pathlib import Path
-from lessonkit.data import decode_images, get_image_files
+from lessonkit.images import decode_images, get_image_files
 from lessonkit.datasets import Dataset, untar_data
 url, size, checksum, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 folder = untar_data(Dataset("toyimgs", url, size, checksum), progress=False)
