@@ -12,23 +12,26 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from PIL import Image
 
-from .core import LessonkitError, delegates
+from .core import LessonkitError, check_arg, delegates, shown
 
 # %% auto #0
-__all__ = ['RESIZE_METHODS', 'imagenet_stats', 'as_hw', 'check_method', 'fit_size', 'draft_size', 'resize_image', 'normalize',
-           'denormalize', 'BatchAugment', 'aug_transforms']
+__all__ = ['RESIZE_METHODS', 'imagenet_stats', 'as_hw', 'check_method', 'fit_size', 'draft_size', 'resize_image', 'check_stats',
+           'normalize', 'denormalize', 'BatchAugment', 'aug_transforms']
 
 # %% ../nbs/03_augment.ipynb #231c1355
 RESIZE_METHODS = ("squish", "crop", "pad")
 
-def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
-    "`size` as a `(height, width)` tuple: an int means a square."
-    if isinstance(size, int): h = w = size
-    else:
-        try: h, w = (int(s) for s in size)
-        except (TypeError, ValueError):
-            raise LessonkitError(f"size must be an int or a (height, width) pair, not {size!r}.") from None
-    if h < 1 or w < 1: raise LessonkitError(f"size must be positive, got {size!r}.")
+def as_hw(size: int | Sequence[int], # an int (a square) or (height, width)
+          name: str = "size") -> tuple[int, int]: # the argument's name, for the message
+    "`size` as a `(height, width)` tuple of whole numbers of pixels, no more than Pillow opens (`PIL.Image.MAX_IMAGE_PIXELS`)."
+    parts = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    if len(parts) != 2: raise LessonkitError(f"{name} must be a whole number or a (height, width) pair, not {shown(size)}.")
+    h, w = (check_arg(name, s, int, ge=1, hint="It is a number of pixels, or a (height, width) pair of them.") for s in parts)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and h * w > limit:   # every image is resized to this: far more pixels than any photo is only a slip
+        raise LessonkitError(f"{name}={shown(size)} is {h * w:,} pixels per image, more than Pillow opens "
+                             f"(PIL.Image.MAX_IMAGE_PIXELS = {limit:,}). Every image is resized to this size, so use "
+                             "a small one (224 is usual; 64 trains quickly on a CPU).")
     return h, w
 
 def check_method(method: str) -> str:
@@ -76,6 +79,20 @@ def resize_image(img: Image.Image, # a PIL image, already RGB
 
 # %% ../nbs/03_augment.ipynb #2a9b1c90
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+def check_stats(stats, # (mean, std), one number (or one per colour channel) each; or None
+                name: str = "stats") -> tuple[list[float], list[float]] | None:
+    "`stats` as `([mean...], [std...])` lists of finite numbers with every std > 0, or a `LessonkitError` saying what is wrong."
+    if stats is None: return None
+    try:
+        mean, std = stats
+        mean, std = (list(s) if isinstance(s, (list, tuple, Tensor)) else [s] for s in (mean, std))
+    except (TypeError, ValueError): mean = std = None
+    if mean is None or len(mean) not in (1, 3) or len(std) != len(mean):
+        raise LessonkitError(f"{name} must be (mean, std) with one number, or one per colour channel (3), in each, e.g. "
+                             f"imagenet_stats; or None for no normalisation. Got {shown(stats)}.")
+    return ([check_arg(f"{name}'s mean", m) for m in mean],
+            [check_arg(f"{name}'s standard deviation", s, gt=0, hint="Dividing by it must give finite values.") for s in std])
 
 def _stats_tensors(stats, x: Tensor) -> tuple[Tensor, Tensor]:
     mean, std = (torch.as_tensor(s, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for s in stats)
@@ -130,8 +147,10 @@ class BatchAugment(nn.Module):
                  size: int | Sequence[int] | None = None, # output size, when the cached images are bigger (presizing)
                  pad_mode: str = "reflection"): # how to fill outside the image: 'reflection', 'border' or 'zeros'
         super().__init__()
-        if not 0 < min_scale <= 1: raise LessonkitError(f"min_scale must be in (0, 1], got {min_scale}.")
-        if max_zoom < 1: raise LessonkitError(f"max_zoom must be >= 1 (1 means no zoom), got {max_zoom}.")
+        max_rotate, max_warp = check_arg("max_rotate", max_rotate, ge=0), check_arg("max_warp", max_warp, ge=0, lt=1)
+        max_lighting, max_zoom = check_arg("max_lighting", max_lighting, ge=0, le=1), check_arg("max_zoom", max_zoom, ge=1, hint="1 means no zoom.")
+        p_affine, p_lighting = check_arg("p_affine", p_affine, ge=0, le=1), check_arg("p_lighting", p_lighting, ge=0, le=1)
+        min_scale = check_arg("min_scale", min_scale, gt=0, le=1, hint="1 means no random-resized crop.")
         if pad_mode not in ("reflection", "border", "zeros"):
             raise LessonkitError(f"pad_mode must be 'reflection', 'border' or 'zeros', not {pad_mode!r}.")
         self.flip, self.flip_vert, self.max_rotate, self.max_lighting = flip, flip_vert, max_rotate, max_lighting

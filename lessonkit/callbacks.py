@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, atomic_write, in_notebook, show_progress
+from .core import LessonkitError, atomic_write, check_arg, in_notebook, show_progress
 from .display import NotebookFigure, Table, live_notebook, show, subplots
 
 if TYPE_CHECKING: from lessonkit.learner import Learner
@@ -224,6 +224,8 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     if bool(torch.isfinite(torch.stack([t.detach().sum().float() for t in tensors]).sum())): return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
+_RISKY_STEP = 1e30   # learning rate x largest gradient beyond which a step may overflow float32 weights (max 3.4e38)
+
 class CheckFiniteCallback(Callback):
     "Stop with a `NonFiniteError` at the first NaN or infinite loss or gradient, before it can change the model."
     order = 100  # after anything else that changes the loss or the gradients
@@ -257,9 +259,25 @@ class CheckFiniteCallback(Callback):
             self._fail(f"{'training' if self.learn.training else 'validation'} loss is {float(loss.detach().float().mean())}")
 
     def after_backward(self):
+        lrs = [float(g["lr"]) for g in self.learn.opt.param_groups]   # a callback or scheduler may have set a bad one
+        if not all(map(math.isfinite, lrs)): self._fail(f"learning rate about to be applied is {lrs}")
         if self.learn.scaler.is_enabled(): return  # float16: the scaler skips steps with infinite gradients
         grads = [p.grad for g in self.learn.opt.param_groups for p in g["params"] if p.grad is not None]
         if not all_finite(grads): self._fail(f"loss was {self.learn.loss.item():.4g} but a gradient is NaN or infinite")
+        self.kept = None
+        if grads and max(lrs) > 1:   # far above any useful rate: a step may reach float32's limit, so keep what it changes
+            top = float(torch.stack([g.detach().abs().amax().float() for g in grads]).amax())
+            if max(lrs) * max(top, 1.0) > _RISKY_STEP:
+                self.kept = [(p, p.detach().clone()) for g in self.learn.opt.param_groups for p in g["params"]
+                             if p.grad is not None]
+
+    def after_step(self):
+        kept, self.kept = getattr(self, "kept", None), None
+        if not kept or all_finite([p for p, _ in kept]): return
+        with torch.no_grad():
+            for p, v in kept: p.copy_(v)
+        self._fail("optimizer step made weights infinite (the learning rate times the gradient passed float32's "
+                   "limit; the weights are put back as they were before it)")
 
 # %% ../nbs/06_callbacks.ipynb #f957b852
 def _monitor_value(learn: Learner, monitor: str) -> float:
@@ -274,7 +292,7 @@ class _Monitor(Callback):
     "Shared by early stopping and model saving: is the monitored value the best so far?"
     order = 20
     def __init__(self, monitor: str = "valid_loss", min_delta: float = 0.0, lower_is_better: bool | None = None):
-        self.monitor, self.min_delta = monitor, min_delta
+        self.monitor, self.min_delta = monitor, check_arg("min_delta", min_delta, ge=0)
         self.lower = ("loss" in monitor or "error" in monitor) if lower_is_better is None else lower_is_better
 
     def before_fit(self): self.best, self.best_epoch = math.inf if self.lower else -math.inf, None
@@ -296,7 +314,7 @@ class EarlyStoppingCallback(_Monitor):
                  patience: int = 1, # epochs to wait for an improvement
                  lower_is_better: bool | None = None): # default: True for losses and error rates
         super().__init__(monitor, min_delta, lower_is_better)
-        self.patience = patience
+        self.patience = check_arg("patience", patience, int, ge=1, hint="It is the epochs to wait for an improvement.")
 
     def before_fit(self): super().before_fit(); self.wait = 0
     def state_dict(self) -> dict: return {**super().state_dict(), "wait": self.wait}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7412a1b2
 from __future__ import annotations
-import difflib, functools, inspect, os, random, sys, tempfile, warnings
+import difflib, errno, functools, inspect, math, numbers, os, random, sys, tempfile, warnings
 try: import fcntl
 except ImportError: fcntl = None  # Windows: file_lock does nothing
 from contextlib import contextmanager
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['LessonkitError', 'LessonkitWarning', 'warn', 'closest', 'delegates', 'in_colab', 'in_test', 'in_notebook',
-           'show_progress', 'default_device', 'set_seed', 'lessonkit_home', 'cache_dir', 'atomic_write', 'load_safely',
-           'file_lock']
+__all__ = ['LessonkitError', 'LessonkitWarning', 'warn', 'shown', 'check_arg', 'closest', 'check_keywords', 'delegates',
+           'in_colab', 'in_test', 'in_notebook', 'show_progress', 'default_device', 'check_device', 'set_seed',
+           'lessonkit_home', 'cache_dir', 'write_target', 'atomic_write', 'load_safely', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #5783963d
 class LessonkitError(Exception):
@@ -31,6 +31,44 @@ def warn(message: str):
     f, level = sys._getframe(1), 2
     while f is not None and f.f_globals.get("__name__", "").split(".")[0] == "lessonkit": f, level = f.f_back, level + 1
     warnings.warn(message, LessonkitWarning, stacklevel=level)
+
+# %% ../nbs/00_core.ipynb #ca000002
+def shown(value: Any) -> str:
+    "`value` for an error message: its repr, shortened, with its type where the repr does not make it plain."
+    r = repr(value)
+    if len(r) > 60: r = r[:57] + "..."
+    if value is None or isinstance(value, (bool, int, float)): return r
+    if isinstance(value, str): return f"{r} (a string)"
+    t = type(value)
+    return f"{r} (a {'' if t.__module__ == 'builtins' else t.__module__.split('.')[0] + '.'}{t.__qualname__})"
+
+def _as_number(value: Any, kind: type) -> int | float | None:
+    "`value` as a plain int (whole numbers only) or finite float, or None if it is not one."
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0: value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real): return None
+    if isinstance(value, numbers.Integral): return int(value)
+    f = float(value)
+    if not math.isfinite(f): return None
+    if kind is int: return int(f) if f.is_integer() else None
+    return f
+
+def check_arg(name: str, # the argument's name, as the user writes it
+              value: Any, # what the user passed
+              kind: type = float, # float: any finite number; int: a whole number
+              *, ge: float | None = None, gt: float | None = None, # lower bound: >= ge, > gt
+              le: float | None = None, lt: float | None = None, # upper bound: <= le, < lt
+              optional: bool = False, # None is allowed too (and returned as it is)
+              hint: str = "") -> int | float | None: # how to fix it, appended to the message
+    "`value` as a plain `int` or `float` within the bounds, or a `LessonkitError` naming the argument, the value and what is expected."
+    if value is None and optional: return None
+    v = _as_number(value, kind)
+    if v is not None and (ge is None or v >= ge) and (gt is None or v > gt) and (le is None or v <= le) \
+            and (lt is None or v < lt):
+        return float(v) if kind is float else v
+    bounds = [f"{op} {b:g}" for op, b in ((">=", ge), (">", gt), ("<=", le), ("<", lt)) if b is not None]
+    expected = ("a whole number" if kind is int else "a finite number") + (" " + " and ".join(bounds) if bounds else "")
+    raise LessonkitError(f"{name} must be {'None or ' if optional else ''}{expected}, not {shown(value)}."
+                         f"{' ' + hint if hint else ''}")
 
 # %% ../nbs/00_core.ipynb #c0a1e003
 # What other libraries call lessonkit's arguments (PyTorch, Keras, torchvision), so a familiar name finds ours.
@@ -47,6 +85,17 @@ def closest(name: str, # a name that does not exist
     best = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return best[0] if best else None
 
+def check_keywords(fname: str, # the function, as the user calls it
+                   kwargs: dict, # the keywords it was given
+                   names: Iterable[str]): # the keywords it takes
+    "A `LessonkitError` for the first keyword in `kwargs` that is not one of `names`, naming the closest real one."
+    names = list(names)
+    for k in kwargs:
+        if k not in names:
+            hint = closest(k, names)
+            raise LessonkitError(f"{fname}() has no argument {k!r}{f': did you mean {hint}?' if hint else '.'} "
+                                 f"Its arguments are: {', '.join(n for n in names if n not in ('self', 'cls'))}.")
+
 def delegates(*to: Callable, # the functions `**kwargs` is passed on to
               exclude: Iterable[str] = ()): # their keyword parameters not to offer
     "Decorator for `f(..., **kwargs)`: the keyword parameters (with defaults) of the functions in `to` join `f`'s signature, and an unknown keyword is a `LessonkitError` naming the closest real one."
@@ -62,11 +111,7 @@ def delegates(*to: Callable, # the functions `**kwargs` is passed on to
         names = [p.name for p in full.parameters.values()]
         @functools.wraps(f)
         def wrapper(*args, **kwargs):
-            for k in kwargs:
-                if k not in names:
-                    hint = closest(k, names)
-                    raise LessonkitError(f"{f.__qualname__}() has no argument {k!r}{f': did you mean {hint}?' if hint else '.'} "
-                                         f"Its arguments are: {', '.join(n for n in names if n not in ('self', 'cls'))}.")
+            check_keywords(f.__qualname__, kwargs, names)
             return f(*args, **kwargs)
         wrapper.__signature__ = full
         return wrapper
@@ -103,10 +148,27 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
 
+def check_device(device: torch.device | str | None = None) -> torch.device: # None: `default_device()`
+    "`device` as a `torch.device` that exists here, or a `LessonkitError` saying which devices can be used."
+    if device is None: return default_device()
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise LessonkitError(f"device must be 'cpu', 'cuda', 'cuda:1', 'mps', a torch.device, or None for the fastest "
+                             f"one here ({default_device()}), not {shown(device)}.") from None
+    if d.type == "cuda" and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise LessonkitError(f"device={str(device)!r} asks for a CUDA GPU, but PyTorch sees {have} here. Use "
+                             f"device='cpu', or leave device=None for the fastest device there is ({default_device()}).")
+    if d.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise LessonkitError(f"device={str(device)!r} asks for Apple's MPS, which PyTorch cannot use here. Use "
+                             f"device='cpu', or leave device=None for the fastest device there is ({default_device()}).")
+    return d
+
 # %% ../nbs/00_core.ipynb #0c131746
 def set_seed(seed: int = 42, # the seed for `random`, NumPy and PyTorch
              deterministic: bool = False): # also ask cuDNN/PyTorch for deterministic kernels (slower on GPU)
     "Seed every random number generator lessonkit uses."
+    seed = check_arg("seed", seed, int)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic:
@@ -127,16 +189,44 @@ def cache_dir(*parts: str) -> Path:
     return p
 
 # %% ../nbs/00_core.ipynb #755611b0
+def _write_advice(e: OSError, folder: Path) -> str:
+    "What to do about a failed write, by its cause: a full disk is not a read-only folder."
+    if e.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "Free some disk space, or write somewhere with more room."
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Choose a folder you can write to ({folder} is not writable)."
+    return f"Check the path, and that {folder} is a writable folder."
+
+def write_target(path: str | os.PathLike, # the file about to be written
+                 make_parents: bool = False) -> Path: # create missing folders on the way
+    "`path` as a `Path` that can be written as a file, or a `LessonkitError` saying why not (no name, a folder, a file where a folder should be)."
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise LessonkitError(f"Cannot write to {str(path)!r}: it names no file. Give a file name.")
+    if path.is_dir():
+        raise LessonkitError(f"Cannot write {path}: it is a folder. Give the name of a file inside it, e.g. {path / 'export.pth'}.")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise LessonkitError(f"Cannot write {path}: {above} is a file, not a folder, so nothing can be put under it. "
+                             "Choose another path.")
+    if not path.parent.exists():
+        if not make_parents:
+            raise LessonkitError(f"Cannot write {path}: the folder {path.parent} does not exist. Create it first.")
+        try: path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LessonkitError(f"Cannot create the folder {path.parent} to write {path.name}: {e.strerror or e}. "
+                                 f"{_write_advice(e, path.parent)}") from e
+    return path
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, # the file to create or replace
-                 mode: str = "wb"): # "wb" or "w"
+                 mode: str = "wb", # "wb" or "w"
+                 make_parents: bool = False): # create missing folders on the way
     "Open a temporary file next to `path`; on success fsync it and rename it over `path`, on error leave `path` as it was."
-    path = Path(path)
-    if not path.parent.exists():
-        raise LessonkitError(f"Cannot write {path}: the folder {path.parent} does not exist. Create it first.")
+    path = write_target(path, make_parents)
     try: fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise LessonkitError(f"Cannot write {path}: {e.strerror}. Check that {path.parent} is writable.") from e
+        raise LessonkitError(f"Cannot write {path}: {e.strerror}. {_write_advice(e, path.parent)}") from e
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -148,7 +238,7 @@ def atomic_write(path: str | os.PathLike, # the file to create or replace
         os_err = _os_error_in(e)
         if os_err is not None:
             raise LessonkitError(f"Could not write {path} ({os_err.strerror or os_err}); the previous file, if any, is "
-                                 "unchanged. Free some disk space or choose a writable folder.") from e
+                                 f"unchanged. {_write_advice(os_err, path.parent)}") from e
         raise
 
 def _os_error_in(e: BaseException) -> OSError | None:

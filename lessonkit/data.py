@@ -10,8 +10,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .core import LessonkitError, delegates, warn
-from .augment import BatchAugment, as_hw, check_method, imagenet_stats
+from .core import LessonkitError, check_arg, check_device, delegates, shown, warn
+from .augment import BatchAugment, as_hw, check_method, check_stats, imagenet_stats
 from .images import decode_images, get_image_files
 from .labels import (Labelled, Problem, check_problems, choose_splits, clean_labels, column_index,
                               format_problems, labels_from_csv, labels_from_folders, labels_from_func, labels_from_lists,
@@ -40,8 +40,17 @@ def loader_options(*, size: int | Sequence[int] = 224, # the images' size in bat
                    skip_bad: bool = False, # leave out unusable files (listed in `dls.skipped`, with a warning) instead of raising
                    disk_cache: bool = False, # also keep decoded images on disk, under `cache_dir('images')`
                    progress: bool | None = None) -> dict: # a progress bar while decoding (default: for 500+ images, outside tests)
-    "The options of every `DataLoaders.from_*`, with their defaults, as a dict."
-    return dict(locals())   # exactly the arguments above
+    "The options of every `DataLoaders.from_*`, with their defaults, as a dict, checked (a `LessonkitError` names a wrong one)."
+    opts = dict(locals())   # exactly the arguments above
+    as_hw(size); check_method(item_resize)
+    if item_size is not None: as_hw(item_size, "item_size")
+    opts["bs"] = check_arg("bs", bs, int, ge=1)
+    opts["num_workers"] = check_arg("num_workers", num_workers, int, ge=0, optional=True)
+    opts["stats"], opts["device"] = check_stats(stats), check_device(device)
+    if batch_tfms is not None and not callable(batch_tfms):
+        raise LessonkitError(f"batch_tfms must be an augmentation such as aug_transforms(), a function of a batch, or "
+                             f"None, not {shown(batch_tfms)}.")
+    return opts
 
 _TABLE_OPTIONS = set(inspect.signature(labels_from_table).parameters) - {"df", "path", "row_name"}
 
@@ -56,8 +65,9 @@ def _split_loaders(path: Path, items: list[Path], labels: list, split_ids: list[
     if not items: raise LessonkitError(f"No labelled images left to load from {path}.")
     out_hw, method = as_hw(opts["size"]), check_method(opts["item_resize"])
     dec_hw = as_hw(opts["item_size"]) if opts["item_size"] is not None else out_hw
-    keep, dupes = unique_items(items)   # the same file twice would end up in train and valid at once
-    check_problems(dupes, "files are listed more than once", "Give each file once.", opts["skip_bad"], skipped)
+    keep, dupes = unique_items(items)   # the same file twice (by any name) would end up in train and valid at once
+    check_problems(dupes, "files are listed more than once (by the same or another name)", "Give each file once.",
+                   opts["skip_bad"], skipped)
     items, labels, split_ids = [items[i] for i in keep], [labels[i] for i in keep], [split_ids[i] for i in keep]
     imgs, failures = decode_images(items, dec_hw, method, opts["num_workers"], opts["disk_cache"], opts["progress"],
                                    desc=f"Decoding {len(items)} images")
@@ -66,6 +76,13 @@ def _split_loaders(path: Path, items: list[Path], labels: list, split_ids: list[
     ok = [i for i in range(len(items)) if imgs[i] is not None]
     if not ok: raise LessonkitError(f"None of the {len(items)} files could be read as images:\n{format_problems(skipped)}")
     classes = natural_classes(l for i in ok for l in (labels[i] if multi_label else [labels[i]]))
+    if multi_label and not classes:
+        raise LessonkitError(f"None of the {len(ok)} images has a label: every label list is empty. Multi-label data "
+                             "needs some labels; check label_col, and label_delim (the text between labels in a cell).")
+    if not multi_label and len(classes) < 2:
+        raise LessonkitError(f"All {len(ok)} images have the same label, {classes[0]!r}: a classifier needs at least 2 "
+                             "classes (with one, it learns to answer that class for every image). Check the labelling, "
+                             "e.g. a pattern whose group is the same part of every name, or the wrong label column.")
     index = {c: j for j, c in enumerate(classes)}
     enc = (lambda l: sorted(index[x] for x in l)) if multi_label else (lambda l: index[l])
     parts: list[list[int]] = [[], [], []]
@@ -207,6 +224,10 @@ class DataLoaders:
                 skip_bad: bool | None = None) -> ImageLoader: # default: as when the loaders were made
         "An unlabelled loader over new images, decoded and normalised like the validation set."
         skip = self.settings.get("skip_bad", False) if skip_bad is None else skip_bad
+        bs = check_arg("bs", bs, int, ge=1, optional=True)
+        if not isinstance(items, (str, os.PathLike)) and not (hasattr(items, "__iter__") and not isinstance(items, (bytes, dict))):
+            raise LessonkitError(f"test_dl takes a folder, a CSV file, one image file or a list of image files, not "
+                                 f"{shown(items)}. To predict one image in memory, use learn.predict(image).")
         if isinstance(items, (str, os.PathLike)) and Path(items).suffix.lower() == ".csv":
             f = Path(items); cols, rows = read_csv(f)
             fi = column_index(cols, fn_col, "file names")
@@ -236,8 +257,11 @@ class DataLoaders:
                    ncols: int | None = None, figsize: tuple[float, float] | None = None):
         "A grid of `n` images of one batch of `split` (augmented, for train) titled with their labels; returns the Figure."
         from lessonkit.display import NotebookFigure as Figure, show  # a figure that shows exactly once in a notebook
+        n = check_arg("n", n, int, ge=1)
+        if split not in SPLIT_NAMES: raise LessonkitError(f"split must be one of {SPLIT_NAMES}, not {shown(split)}.")
         dl = getattr(self, split, None)
         if dl is None: raise LessonkitError(f"No {split!r} loader: use one of {[s for s in SPLIT_NAMES if getattr(self, s)]}.")
+        if not dl.n: raise LessonkitError(f"The {split!r} loader holds no images to show.")
         dl = dl.new(bs=min(n, dl.n), drop_last=False)
         b = dl.one_batch()
         imgs = dl.decode(b[0])

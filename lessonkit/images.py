@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_images.ipynb #77c2a116
 from __future__ import annotations
-import hashlib, io, os, threading
+import hashlib, io, os, threading, zlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,13 +15,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, atomic_write, cache_dir, show_progress, warn
+from .core import LessonkitError, atomic_write, cache_dir, check_arg, show_progress, shown, warn
 from .augment import as_hw, check_method, draft_size, resize_image
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'ImageSource', 'image_cache', 'get_image_files', 'to_rgb', 'BadImageError', 'open_image',
-           'load_image', 'default_cache_bytes', 'ImageCache', 'set_image_cache_size', 'clear_image_cache',
-           'default_num_workers', 'decode_images', 'check_images']
+           'load_image', 'default_cache_bytes', 'physical_memory', 'ImageCache', 'set_image_cache_size',
+           'clear_image_cache', 'default_num_workers', 'decode_images', 'check_images']
 
 # %% ../nbs/02a_images.ipynb #bd066c70
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -34,6 +34,7 @@ def get_image_files(path: str | os.PathLike, # a folder
                     recurse: bool = True, # look in sub-folders too
                     folders: Sequence[str] | None = None) -> list[Path]: # only these sub-folders of `path`
     "All image files (by extension) under `path`, sorted; hidden files and folders (e.g. `.ipynb_checkpoints`) are left out."
+    if not isinstance(path, (str, os.PathLike)): raise LessonkitError(f"path must be a folder, not {shown(path)}.")
     path = Path(path)
     if not path.is_dir(): raise LessonkitError(f"{path} is not a folder. Pass the folder that holds the images.")
     roots = [path / f for f in folders] if folders else [path]
@@ -61,14 +62,14 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 # %% ../nbs/02a_images.ipynb #9eae6e59
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor]
 
 class BadImageError(LessonkitError):
     "An image that cannot be used; `.path` (None for bytes or a PIL image) and `.reason` say which and why."
     def __init__(self, path: Path | None, reason: str, what: str = "the image"):
         self.path, self.reason = (Path(path) if path is not None else None), reason
         fix = ("Remove or replace the file (or pass skip_bad=True to leave unreadable files out)." if path is not None
-               else "Give a JPEG, PNG or other image Pillow can read: a file, its bytes or a PIL image.")
+               else "Give an image file, its bytes, a PIL image, or an array or tensor of pixels (see open_image).")
         super().__init__(f"Cannot read {path if path is not None else what}: {reason}. {fix}")
 
 _SIGNATURES = [(b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
@@ -95,6 +96,7 @@ def _describe_error(src, e: BaseException) -> str:
         if kind is None and head[8:12] == b"WEBP": kind = "WebP"
         if kind: return f"corrupt image data: the file starts like a {kind} but Pillow cannot decode it"
         return f"not an image file that Pillow can read (it starts with {head!r})"
+    if isinstance(e, MemoryError): return "out of memory while decoding it (this machine's memory, not the file, ran out)"
     if isinstance(e, (OSError, SyntaxError)): return f"corrupt or truncated image data ({e})"
     return f"{type(e).__name__}: {e}"
 
@@ -111,25 +113,64 @@ def _upright_rgb(im: Image.Image, for_size: tuple[int, int] | None, method: str)
     if orient != 1: im = ImageOps.exif_transpose(im)
     return to_rgb(im)
 
-def open_image(src: ImageSource, # an image file, the bytes of one (e.g. an upload), or a PIL image
+def _pixels(a: np.ndarray | torch.Tensor) -> Image.Image:
+    "An array of pixels as a PIL image: a NumPy array is (height, width[, channels]), a tensor ([channels,] height, width); uint8 values as they are, floats in [0, 1]."
+    what = "tensor" if isinstance(a, torch.Tensor) else "array"
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu()
+        if a.ndim == 4 and a.shape[0] == 1: a = a[0]   # a batch of one
+        if a.ndim == 3 and a.shape[0] in (1, 3, 4): a = a.permute(1, 2, 0)   # torch's channels-first to PIL's last
+        a = (a.float() if a.is_floating_point() else a).numpy()
+    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ValueError(f"a {what} of shape {tuple(a.shape)} is not an image: give (height, width) for grey, or "
+                         f"{'(3 or 4, height, width)' if what == 'tensor' else '(height, width, 3 or 4)'} for colour")
+    if a.size == 0: raise ValueError(f"the {what} has no pixels (shape {tuple(a.shape)})")
+    if a.dtype == np.bool_: a = a.astype(np.uint8) * 255
+    elif a.dtype.kind in "iu":
+        if a.min() < 0 or a.max() > 255: raise ValueError(f"its values run from {a.min()} to {a.max()}, not 0 to 255")
+        a = a.astype(np.uint8)
+    elif a.dtype.kind == "f":
+        if not np.isfinite(a).all(): raise ValueError("it holds NaN or infinite values")
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"its float values run from {a.min():.3g} to {a.max():.3g}: floats must be in [0, 1] "
+                             "(for 0-255 values use a.astype(np.uint8))")
+        a = np.round(a * 255).astype(np.uint8)
+    else: raise ValueError(f"its values are {a.dtype}, not numbers")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+def _no_pixels(im: Image.Image, path: Path | None, what: str) -> Image.Image:
+    if im.width == 0 or im.height == 0: raise BadImageError(path, f"the image has no pixels ({im.width} x {im.height})", what)
+    return im
+
+def open_image(src: ImageSource, # an image file, its bytes (e.g. an upload), a PIL image, or an array or tensor of pixels
                for_size: int | Sequence[int] | None = None, # a JPEG file may be decoded smaller, but still big enough to be resized to this (height, width)
                method: str = "squish") -> Image.Image: # the resize policy `for_size` is meant for
     "`src` upright (EXIF orientation applied) as 8-bit RGB (`to_rgb`), or a `BadImageError` saying what is wrong with it."
-    if isinstance(src, Image.Image):
-        try: return _upright_rgb(src, None, method)   # never drafted: draft() would shrink the caller's own image
-        except Exception as e: raise BadImageError(None, f"{type(e).__name__}: {e}", "the PIL image") from e
+    if isinstance(src, (np.ndarray, torch.Tensor, Image.Image)):
+        what = "the PIL image" if isinstance(src, Image.Image) else f"the {type(src).__name__}"
+        try: im = src if isinstance(src, Image.Image) else _pixels(src)
+        except ValueError as e: raise BadImageError(None, str(e), what) from None
+        try: im = _upright_rgb(im, None, method)   # never drafted: draft() would shrink the caller's own image
+        except Exception as e:
+            # closed: .close() makes PIL raise ValueError; the end of a `with` block, before any load, an AssertionError
+            closed = isinstance(src, Image.Image) and getattr(src, "fp", "") is None
+            raise BadImageError(None, "the PIL image is closed (by .close(), or at the end of a `with` block): open it "
+                                "again, or pass its file" if closed else f"{type(e).__name__}: {e}", what) from e
+        return _no_pixels(im, None, what)
     if isinstance(src, (bytes, bytearray, memoryview)): path, what, n = None, "the image bytes", len(src)
     elif isinstance(src, (str, os.PathLike)): path, what, n = Path(src), str(src), None
-    else: raise LessonkitError(f"An image is a file path, the bytes of an image file or a PIL image, not a "
-                               f"{type(src).__module__}.{type(src).__name__}. For an array, use PIL.Image.fromarray(a).")
+    else: raise LessonkitError(f"An image is a file path, the bytes of an image file, a PIL image, or a NumPy array or "
+                               f"tensor of pixels, not {shown(src)}.")
     hw = None if for_size is None else as_hw(for_size)
     try:
         if (os.stat(path).st_size if path is not None else n) == 0: raise BadImageError(path, "empty file (0 bytes)", what)
-        with Image.open(path if path is not None else io.BytesIO(src)) as im: return _upright_rgb(im, hw, method)
+        with Image.open(path if path is not None else io.BytesIO(src)) as im: im = _upright_rgb(im, hw, method)
     except BadImageError: raise
     except Exception as e: raise BadImageError(path, _describe_error(path if path is not None else src, e), what) from e
+    return _no_pixels(im, path, what)
 
-def load_image(src: ImageSource, # an image file, the bytes of one, or a PIL image
+def load_image(src: ImageSource, # an image file, its bytes, a PIL image, or an array or tensor of pixels
                size: int | Sequence[int], # (height, width), or an int for a square
                method: str = "squish") -> torch.Tensor: # 'squish', 'crop' or 'pad'
     "`src` opened by `open_image` as a uint8 tensor [3,h,w] of exactly `size` (JPEGs are decoded at reduced size when that suffices)."
@@ -146,9 +187,12 @@ def default_cache_bytes() -> int:
         try: return int(float(mb) * 2**20)
         except ValueError:
             raise LessonkitError(f"LESSONKIT_MEMORY_CACHE_MB must be a number of megabytes, not {mb!r}.") from None
-    try: total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError): total = 8 * 2**30
-    return int(total * 0.4)
+    return int(physical_memory() * 0.4)
+
+def physical_memory() -> int:
+    "This machine's memory in bytes (8 GiB where the system does not say)."
+    try: return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError): return 8 * 2**30
 
 class ImageCache:
     "A size-limited (least recently used first out) cache of decoded uint8 image tensors, shared by every loader."
@@ -197,8 +241,7 @@ image_cache = ImageCache()
 
 def set_image_cache_size(mb: float | None): # megabytes (0: keep no images in memory); None: back to the default
     "Limit the memory decoded images may hold in this process (see `default_cache_bytes` for the default)."
-    if mb is not None and not mb >= 0:
-        raise LessonkitError(f"The image cache size is a number of megabytes >= 0 (or None for the default), not {mb!r}.")
+    mb = check_arg("mb", mb, ge=0, optional=True, hint="It is the image cache's size in megabytes (None: the default).")
     image_cache.resize(None if mb is None else int(mb * 2**20))
 
 def clear_image_cache():
@@ -206,11 +249,26 @@ def clear_image_cache():
     image_cache.clear()
 
 # %% ../nbs/02a_images.ipynb #412a2a2c
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"   # 2: the key includes the content hash
+_HASHED = 64 * 1024       # bytes hashed at each end of a file (the whole file when it is at most twice this)
+
+def _content_hash(path: Path, size: int) -> str:
+    "A CRC-32 of the file's content: all of it up to 128 KiB, else its first and last 64 KiB."
+    # CRC-32, not a cryptographic hash: it only has to notice a replaced file (whose size and time already match), and
+    # it costs next to nothing beside the read (bench/cache_key.py: a cryptographic one doubled the key's cost)
+    with open(path, "rb") as f:
+        crc = zlib.crc32(f.read(_HASHED if size > 2 * _HASHED else -1))
+        if size > 2 * _HASHED: f.seek(-_HASHED, os.SEEK_END); crc = zlib.crc32(f.read(), crc)
+    return f"{crc:08x}"
+
+_hashes: dict[tuple, str] = {}   # (device, inode, size, mtime, ctime) -> content hash: read each file once per process
 
 def _cache_key(path: Path, hw: tuple[int, int], method: str) -> str:
     st = os.stat(path)
-    raw = f"{Path(path).resolve()}|{st.st_mtime_ns}|{st.st_size}|{hw[0]}x{hw[1]}|{method}|{_CACHE_VERSION}"
+    # any write to a file changes its ctime, which no copy can set: while a file's stat is the same, so is its hash
+    seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    crc = _hashes.get(seen) or _hashes.setdefault(seen, _content_hash(path, st.st_size))
+    raw = f"{Path(path).resolve()}|{st.st_mtime_ns}|{st.st_size}|{crc}|{hw[0]}x{hw[1]}|{method}|{_CACHE_VERSION}"
     return hashlib.sha1(raw.encode()).hexdigest()
 
 def _disk_file(key: str) -> Path: return cache_dir("images", key[:2]) / f"{key}.u8"
@@ -261,12 +319,18 @@ def decode_images(items: Sequence[Path], # image files
                   desc: str = "Decoding") -> tuple[list[torch.Tensor | None], list[tuple[int, str]]]:
     "Decode (or fetch from the cache) every file: the tensors (None where unreadable) and a list of `(index, reason)` failures."
     hw, method = as_hw(size), check_method(method)
-    nw = default_num_workers() if num_workers is None else num_workers
+    nw = default_num_workers() if num_workers is None else check_arg("num_workers", num_workers, int, ge=0)
+    need, have = len(items) * 3 * hw[0] * hw[1], physical_memory()
+    if need > have:   # the decoded images are all kept in memory: refuse before a MemoryError blames some photo
+        raise LessonkitError(f"{len(items):,} images at {hw[0]} x {hw[1]} pixels take {need / 2**30:,.1f} GiB decoded "
+                             f"(3 bytes a pixel), more than this machine's memory ({have / 2**30:,.1f} GiB). Use a "
+                             "smaller size= (and item_size=), or fewer images.")
     out: list[torch.Tensor | None] = [None] * len(items)
     failures: list[tuple[int, str]] = []
     def work(i: int):
         try: out[i] = _decode_one(Path(items[i]), hw, method, disk_cache)
         except BadImageError as e: return i, e.reason
+        except MemoryError: raise   # the machine's fault, not the file's: stops the whole decode
         except Exception as e: return i, _describe_error(Path(items[i]), e)   # never let one file kill the batch
         return None
     show = (show_progress() and len(items) >= 500) if progress is None else progress
@@ -279,6 +343,10 @@ def decode_images(items: Sequence[Path], # image files
             for r in results:
                 if r is not None: failures.append(r)
                 bar.update(1)
+        except MemoryError:
+            raise LessonkitError(f"Ran out of memory decoding {len(items):,} images at {hw[0]} x {hw[1]} pixels. Use a "
+                                 "smaller size= (and item_size=), fewer images, or free memory (clear_image_cache() "
+                                 "frees the decoded images this process keeps).") from None
         finally:
             if nw > 1 and len(items) >= 16: ex.shutdown()
     return out, failures
@@ -287,6 +355,8 @@ def decode_images(items: Sequence[Path], # image files
 def check_images(path_or_files: str | os.PathLike | Sequence[str | os.PathLike], # a folder, or a list of files
                  num_workers: int | None = None) -> list[tuple[Path, str]]:
     "The files that cannot be used as images, as `(path, reason)` pairs (an empty list when all are fine)."
+    if not isinstance(path_or_files, (str, os.PathLike, list, tuple)):
+        raise LessonkitError(f"check_images takes a folder or a list of files, not {shown(path_or_files)}.")
     files = (get_image_files(path_or_files) if isinstance(path_or_files, (str, os.PathLike))
              else [Path(p) for p in path_or_files])
     nw = default_num_workers() if num_workers is None else num_workers

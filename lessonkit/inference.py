@@ -13,18 +13,18 @@ import torchvision
 from torch import nn
 
 import lessonkit
-from .core import LessonkitError, atomic_write, default_device, load_safely
-from .augment import BatchAugment, aug_transforms, as_hw
+from .core import LessonkitError, atomic_write, check_arg, check_device, load_safely, shown
+from .augment import RESIZE_METHODS, BatchAugment, aug_transforms, as_hw, check_stats
 from .data import DataLoaders
 from .images import ImageSource, load_image
 from .loader import ImageLoader
 from .learner import Learner, arch_name
 from .backbones import TIMM_EXTRA, arch_id
-from .models import TransferModel, create_model
+from .models import HEADS, TransferModel, create_model
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'per_item_loss', 'get_preds', 'image_loader', 'predict', 'tta', 'manifest', 'export',
-           'load_learner']
+           'check_manifest', 'load_learner']
 
 # %% ../nbs/09_inference.ipynb #aa96cabe
 def per_item_loss(loss_func, # the learner's loss
@@ -42,12 +42,26 @@ def per_item_loss(loss_func, # the learner's loss
                                  "Use an nn loss module (e.g. nn.CrossEntropyLoss()) or a function taking reduction=.") from e
     return losses.flatten(1).mean(1) if losses.ndim > 1 else losses
 
+def _loader(learn: Learner, dl):
+    "`dl`, or the validation set for None; a `LessonkitError` if that is not a loader with something in it."
+    if dl is None:
+        dl = learn.dls.valid
+        if dl is None or (hasattr(dl, "__len__") and len(dl) == 0):
+            raise LessonkitError("This learner has no validation data to predict (a learner from load_learner keeps "
+                                 "none): pass a loader of images, dl=learn.dls.test_dl(files), or use "
+                                 "learn.predict(image) for one image.")
+    elif isinstance(dl, (str, os.PathLike, bytes, list, tuple, dict)) or not hasattr(dl, "__iter__"):
+        raise LessonkitError(f"dl must be a loader of batches, e.g. learn.dls.test_dl(files) for new images, not "
+                             f"{shown(dl)}.")
+    # every item once, in order (a training loader shuffles and drops its last batch): row i is dl.items[i]
+    return dl.new(shuffle=False, drop_last=False) if isinstance(dl, ImageLoader) else dl
+
 def get_preds(learn: Learner,
               dl=None, # a loader yielding (x, y) or (x,); default: the validation set
               with_loss: bool = False, # also return each item's loss (needs labels)
              ) -> tuple:
     "`(probs, targets)` (targets None for unlabelled data), or `(probs, targets, losses)` with `with_loss`."
-    dl = learn.dls.valid if dl is None else dl
+    dl = _loader(learn, dl)
     learn.model.eval()
     outs, targets = [], []
     with torch.no_grad():
@@ -57,6 +71,13 @@ def get_preds(learn: Learner,
     if not outs: raise LessonkitError("The loader is empty: there is nothing to predict.")
     out, y = torch.cat(outs), (torch.cat(targets) if targets else None)
     probs = learn.activation(out).cpu()
+    bad = int((~torch.isfinite(probs)).flatten(1).any(1).sum()) if probs.ndim else 0
+    if bad:   # never a label with NaN probabilities behind it
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in learn.model.parameters())
+        raise LessonkitError(f"The model's outputs are NaN or infinite for {bad} of the {len(probs)} images, so it cannot "
+                             "predict them. " + ("Its weights are not finite: train it again (with a smaller learning "
+                             "rate), or load saved weights." if not weights_ok else "Its weights are finite: look for "
+                             "NaN or huge values in the inputs (or in the normalisation's stats)."))
     if not with_loss: return probs, None if y is None else y.cpu()
     if y is None: raise LessonkitError("with_loss=True needs labels, but this loader yields no targets (e.g. a test_dl).")
     return probs, y.cpu(), per_item_loss(learn.loss_func, out, y).cpu()
@@ -72,10 +93,11 @@ def image_loader(learn: Learner, item: ImageSource) -> ImageLoader:
                        device=learn.device, size=learn.dls.size, multi_label=learn.dls.multi_label)
 
 def predict(learn: Learner,
-            item: ImageSource, # an image file, the bytes of one, or a PIL image
+            item: ImageSource, # an image file, its bytes, a PIL image, or an array or tensor of pixels (see `open_image`)
             thresh: float = 0.5, # for multi-label data: labels with a probability above this are predicted
            ) -> tuple[Any, Any, torch.Tensor]:
     "`(label, index, probs)` for one image (multi-label: `(labels, indices, probs)`)."
+    thresh = check_arg("thresh", thresh, ge=0, le=1)
     probs = get_preds(learn, image_loader(learn, item))[0][0]
     if getattr(learn.dls, "multi_label", False):
         idx = (probs > thresh).nonzero().flatten()
@@ -91,8 +113,10 @@ def tta(learn: Learner,
         augment=None, # the augmentation; default: the training loader's, else `aug_transforms()`
        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     "`(probs, targets)` averaged over `n` augmented passes and the plain one."
-    dl = learn.dls.valid if dl is None else dl
+    n, beta = check_arg("n", n, int, ge=1, hint="It is the number of augmented passes."), check_arg("beta", beta, ge=0, le=1, optional=True)
+    dl = _loader(learn, dl)
     augment = augment or getattr(learn.dls.train, "augment", None) or aug_transforms()
+    if not callable(augment): raise LessonkitError(f"augment must be an augmentation such as aug_transforms(), not {shown(augment)}.")
     aug_dl = dl.new(shuffle=False, augment=augment)
     aug = torch.stack([get_preds(learn, aug_dl)[0] for _ in range(n)]).mean(0)
     if beta is None: return aug, get_preds(learn, dl)[1]
@@ -137,11 +161,56 @@ def export(learn: Learner, fname: str | os.PathLike = "export.pth") -> Path:
     "Write the learner's weights and manifest to one file (`learn.path/fname` for a bare name), atomically."
     f = Path(fname)
     if not f.is_absolute() and len(f.parts) == 1: f = learn.path / f
-    f.parent.mkdir(parents=True, exist_ok=True)
-    state = {"manifest": json.dumps(manifest(learn)),
+    m = manifest(learn)
+    check_manifest(m, "This learner's manifest", "Export a learner made for its data: vision_learner(dls, ...) with "
+                   "no n_out gives as many outputs as classes.")   # never write a file that load_learner would refuse
+    state = {"manifest": json.dumps(m),
              "model": {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
-    with atomic_write(f) as fh: torch.save(state, fh)
+    with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
     return f
+
+# %% ../nbs/09_inference.ipynb #9a000004
+def _holds(f) -> bool:
+    "Whether `f()` runs without a LessonkitError, TypeError or ValueError (the checks below are plain predicates)."
+    try: f(); return True
+    except (LessonkitError, TypeError, ValueError): return False
+
+_whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+# key: (required, what it must be, the test); the keys added since version 1 began (source, weights, ...) are optional
+_MANIFEST_KEYS = {
+    "arch": (True, "the architecture's name", lambda v: isinstance(v, str) and bool(v)),
+    "source": (False, "'torchvision' or 'timm'", lambda v: v in ("torchvision", "timm")),
+    "weights": (False, "the name of the pretrained weights, or null", lambda v: v is None or isinstance(v, str)),
+    "arch_stats": (False, "the weights' [mean, std], or null", lambda v: _holds(lambda: check_stats(v))),
+    "head": (True, f"one of {', '.join(map(repr, (*HEADS, 'custom')))}", lambda v: v in (*HEADS, "custom")),
+    "head_kw": (True, "a dict of the head function's arguments", lambda v: isinstance(v, dict)),
+    "n_out": (True, "a whole number of outputs >= 1", lambda v: _whole(v) and v >= 1),
+    "keep_fc": (False, "true or false", lambda v: isinstance(v, bool)),
+    "classes": (True, "a list of distinct class names (strings)",
+                lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, str) for c in v) and len(set(v)) == len(v)),
+    "multi_label": (True, "true or false", lambda v: isinstance(v, bool)),
+    "loss": (False, "the loss's class name", lambda v: isinstance(v, str)),
+    "size": (True, "[height, width] in pixels", lambda v: isinstance(v, list) and _holds(lambda: as_hw(v))),
+    "stats": (True, "[mean, std] with every std > 0, or null", lambda v: _holds(lambda: check_stats(v))),
+    "bs": (False, "a whole number >= 1", lambda v: _whole(v) and v >= 1),
+    "item_resize": (True, f"one of {', '.join(map(repr, RESIZE_METHODS))}", lambda v: v in RESIZE_METHODS),
+    "item_size": (True, "[height, width] in pixels, or null", lambda v: v is None or (isinstance(v, list) and _holds(lambda: as_hw(v)))),
+    "augment": (False, "null or BatchAugment's settings", lambda v: v is None or (isinstance(v, dict) and _holds(lambda: BatchAugment(**v)))),
+}
+
+def check_manifest(m: dict, # a manifest, as `manifest` makes it or as read from a file
+                   where: str = "the manifest", # what to call it in the message (e.g. the file)
+                   fix: str = "A file written by learn.export() has none of these problems: it was edited or damaged. "
+                              "Export the learner again."): # what to do about it
+    "A `LessonkitError` listing every key of `m` that is missing or holds the wrong kind of value, or parts that disagree."
+    if not isinstance(m, dict): raise LessonkitError(f"{where} is not a JSON object but {shown(m)}: export the learner again.")
+    problems = [f"{k!r} is missing ({what})" if k not in m else f"{k!r} is {shown(m[k])}, not {what}"
+                for k, (required, what, ok) in _MANIFEST_KEYS.items() if (k in m or required) and not (k in m and ok(m[k]))]
+    if not problems and len(m["classes"]) != m["n_out"]:
+        problems.append(f"it names {len(m['classes'])} classes for a model with {m['n_out']} outputs: each output is one "
+                        "class, so they must be as many")
+    if problems:
+        raise LessonkitError(f"{where} cannot be used: " + "; ".join(problems) + f". {fix}")
 
 # %% ../nbs/09_inference.ipynb #e37a8fd9
 def _read_export(f: Path) -> tuple[dict, dict]:
@@ -152,13 +221,15 @@ def _read_export(f: Path) -> tuple[dict, dict]:
         raise LessonkitError(f"{f} is not a learner exported by lessonkit (no manifest). Export one with learn.export().")
     try: m = json.loads(state["manifest"])
     except json.JSONDecodeError as e: raise LessonkitError(f"The manifest in {f} is not valid JSON ({e}).") from e
-    if m.get("format") != FORMAT:
-        raise LessonkitError(f"{f} is a {m.get('format')!r} file, not a {FORMAT!r} file exported by lessonkit.")
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise LessonkitError(f"{f} is a {m.get('format') if isinstance(m, dict) else None!r} file, not a {FORMAT!r} file "
+                             "exported by lessonkit.")
     if m.get("format_version") != FORMAT_VERSION:
         raise LessonkitError(
             f"{f} uses export format version {m.get('format_version')} (written by lessonkit "
             f"{m.get('versions', {}).get('lessonkit')}); this lessonkit {lessonkit.__version__} reads version "
             f"{FORMAT_VERSION}. Install the lessonkit version that wrote it, or export the learner again.")
+    check_manifest(m, f"The manifest in {f}")
     return m, state["model"]
 
 def _inference_dls(m: dict, device: torch.device) -> DataLoaders:
@@ -190,6 +261,6 @@ def load_learner(fname: str | os.PathLike, # a file written by `learn.export`
     except RuntimeError as e:
         raise LessonkitError(f"The weights in {f} do not fit a {m['arch']} with a {m['head']} head and {m['n_out']} "
                              f"outputs, as its manifest says: {' '.join(str(e).split())[:300]}") from e
-    device = torch.device(device) if device is not None else default_device()
+    device = check_device(device)
     loss = _LOSSES[m["loss"]]() if m.get("loss") in _LOSSES else None
     return Learner(_inference_dls(m, device), model, loss_func=loss, path=f.parent, device=device)

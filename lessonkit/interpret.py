@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from .core import LessonkitError
+from .core import LessonkitError, check_arg
 from .display import NotebookFigure, Table, figure, show
 from .images import BadImageError, open_image
 
@@ -143,12 +143,14 @@ class ClassificationInterpretation:
     def top_losses(self, k: int | None = None, # how many (default all)
                    largest: bool = True) -> tuple[np.ndarray, np.ndarray]: # largest losses first
         "The `k` largest (or smallest) losses and the indices of their images."
+        k = check_arg("k", k, int, ge=0, optional=True)
         order = np.argsort(-self.losses if largest else self.losses, kind="stable")[:k]
         return self.losses[order], order
 
     def top_preds(self, i: int, # an image's index in this set
                   top: int = 3) -> list[tuple[str, float]]: # how many guesses
         "The `top` most probable classes of image `i`, as (name, probability)."
+        i, top = check_arg("i", i, int, ge=0, lt=len(self)), check_arg("top", top, int, ge=1)
         order = np.argsort(-self.probs[i], kind="stable")[:top]
         return [(self.classes[j], float(self.probs[i, j])) for j in order]
 
@@ -181,7 +183,7 @@ class ClassificationInterpretation:
     def per_class(self, k: int = 5, # for top-k accuracy
                   sort: str | None = None) -> Table: # a column to sort on, e.g. "accuracy" (ascending)
         "One row per class: accuracy, top-k accuracy, support, training-set count."
-        c = len(self.classes); k = min(k, c)
+        c = len(self.classes); k = min(check_arg("k", k, int, ge=1), c)
         hit_k = (np.argsort(-self.probs, axis=1, kind="stable")[:, :k] == self.targets[:, None]).any(1)
         hit_1 = self.preds == self.targets
         support = np.bincount(self.targets, minlength=c)
@@ -206,6 +208,7 @@ class ClassificationInterpretation:
                         size: int = 160, # pixels of the longest side of each image, read from its file
                         cell: float = 2.2) -> NotebookFigure: # inches per image
         "Images with the highest loss, titled predicted (prob) / actual (prob) / loss."
+        k = check_arg("k", k, int, ge=1)
         self._need_items()
         losses, idx = self.top_losses(k, largest)
         if len(idx) == 0: raise LessonkitError("There are no images to show: this interpretation is empty.")

@@ -10,16 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .core import LessonkitError
+from .core import LessonkitError, check_arg, shown, warn
 from .images import IMAGE_EXTENSIONS, get_image_files
 
 # %% auto #0
 __all__ = ['Problem', 'format_problems', 'check_problems', 'Labelled', 'labels_from_lists', 'parent_label', 'labels_from_func',
-           'labels_from_re', 'labels_from_folders', 'column_index', 'labels_from_table', 'read_csv', 'labels_from_csv',
-           'clean_labels', 'natural_classes', 'unique_items', 'random_splits', 'stratified_splits', 'choose_splits']
+           'labels_from_re', 'labels_from_folders', 'column_index', 'valid_flag', 'labels_from_table', 'read_csv',
+           'labels_from_csv', 'warn_similar_labels', 'clean_labels', 'natural_classes', 'file_identity', 'unique_items',
+           'random_splits', 'stratified_splits', 'choose_splits']
 
 # %% ../nbs/02b_labels.ipynb #9e9a9acd
 Problem = tuple[Path, str]
+
+def _missing(v) -> bool:
+    "No label (or file name) at all: None, NaN, or only spaces."
+    return v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == ""
 
 def format_problems(problems: Sequence[Problem], limit: int = 10) -> str:
     "One indented line `path: reason` per problem, the first `limit` of them."
@@ -57,7 +62,12 @@ def labels_from_lists(path: str | os.PathLike, # the folder file names are relat
     "Files (relative ones looked up in `path`) with the labels given."
     if len(fnames) != len(labels):
         raise LessonkitError(f"{len(fnames)} files but {len(labels)} labels: give one label per file.")
-    return Labelled([_resolve(Path(path), f) for f in fnames], list(labels))
+    items, labs, problems = [], [], []
+    for f, l in zip(fnames, labels):
+        p = _resolve(Path(path), f)
+        if not isinstance(l, (list, tuple, set)) and _missing(l): problems.append((p, f"has no label ({l!r})")); continue
+        items.append(p); labs.append(l)
+    return Labelled(items, labs, problems, "files have no label", "Give every file a label.")
 
 def parent_label(p: Path) -> str:
     "The name of the folder holding `p`: the label when images are sorted into one folder per class."
@@ -72,7 +82,7 @@ def labels_from_func(path: str | os.PathLike, # the folder the files are in
         p = _resolve(Path(path), f)
         try: l = label_func(p.name)
         except Exception as e: problems.append((p, f"label_func raised {type(e).__name__}: {e}")); continue
-        if l is None or l == "": problems.append((p, "label_func gave no label")); continue
+        if _missing(l): problems.append((p, f"label_func gave no label ({l!r})")); continue
         items.append(p); labels.append(l)
     if not items: raise LessonkitError(f"label_func gave no label for any of the {len(problems)} files, e.g.:\n"
                                        f"{format_problems(problems, 3)}")
@@ -93,7 +103,7 @@ def labels_from_re(path: str | os.PathLike, # the folder the files are in
     items, labels, problems = [], [], []
     for p in files:
         m = rx.search(p.as_posix() if whole else p.name)
-        if m is None or not m.group(1):
+        if m is None or _missing(m.group(1)):
             problems.append((p, f"name does not match the pattern {rx.pattern!r}")); continue
         items.append(p); labels.append(m.group(1))
     if not items:
@@ -174,7 +184,14 @@ def column_index(cols: list[str] | None, # the column names, if the table has th
         raise LessonkitError(f"No column named {c!r} for {what} (columns: {cols}). Pass its name or its position (0, 1, ...).")
     return cols.index(c)
 
-def _missing(v) -> bool: return v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == ""
+def valid_flag(v) -> int | None:
+    "1 for a validation row's flag (1, true, yes, valid, any case), 0 for a training row's (0, false, no, train), else None."
+    s = str(v).strip().lower()
+    if s in ("true", "yes", "valid"): return 1
+    if s in ("false", "no", "train"): return 0
+    try: f = float(s)
+    except ValueError: return None
+    return 1 if f == 1 else 0 if f == 0 else None
 
 def labels_from_table(df, # a pandas DataFrame, a dict of columns, or a list of rows
                       path: str | os.PathLike = ".", # the folder file names are relative to
@@ -183,7 +200,7 @@ def labels_from_table(df, # a pandas DataFrame, a dict of columns, or a list of 
                       label_delim: str | None = None, # separator of several labels in one cell (multi-label)
                       folder: str | None = None, # a sub-folder of `path` the files are in
                       suff: str = "", # a suffix added to each file name (e.g. '.jpg')
-                      valid_col: int | str | None = None, # a column of True/False (or 1/0) marking validation rows
+                      valid_col: int | str | None = None, # a column marking validation rows: true/1/yes/valid or false/0/no/train
                       row_name: Callable[[int], str] = lambda i: f"row {i}") -> Labelled: # how messages name a row
     "The file and label of each row, and the split where `valid_col` gives it."
     path = Path(path)
@@ -203,12 +220,17 @@ def labels_from_table(df, # a pandas DataFrame, a dict of columns, or a list of 
         seen[p] = name
         if not p.is_file(): problems.append((p, f"{name} names a file that does not exist")); continue
         if _missing(lab) and label_delim is None: problems.append((p, f"{name} has no label")); continue
+        flag = None if vi is None else valid_flag(row[vi])
+        if vi is not None and flag is None:
+            problems.append((p, f"{name} has {shown(row[vi])} in the validation column, neither true (1, true, yes, "
+                                "valid) nor false (0, false, no, train)")); continue
         items.append(p); labels.append("" if _missing(lab) else lab)
-        if vi is not None: flags.append(int(str(row[vi]).strip().lower() in ("1", "true", "yes", "valid", "1.0")))
-    if not items:
+        if vi is not None: flags.append(flag)
+    if not items and any("names a file that does not exist" in r for _, r in problems):
         raise LessonkitError(f"None of the {len(rows)} rows names an existing image; e.g.:\n{format_problems(problems, 3)}\n"
                              f"Check path= (now {path}), folder= and suff= (file names are looked up as "
                              f"{base}/<name>{suff}).")
+    if not items: raise LessonkitError(f"None of the {len(rows)} rows can be used; e.g.:\n{format_problems(problems, 3)}")
     return Labelled(items, labels, problems, "rows cannot be used",
                     f"Fix the table, or check folder= and suff= (files are looked up as {base}/<name>{suff}).",
                     flags if vi is not None else None)
@@ -244,14 +266,37 @@ def labels_from_csv(path: str | os.PathLike, # the dataset folder
     return labels_from_table(table, path, row_name=lambda i: f"{f.name} line {i + first}", **kwargs)
 
 # %% ../nbs/02b_labels.ipynb #2b00000e
+def _loose(label: str) -> str:
+    "What two labels have in common when they differ only in case, spacing or the way a number is written."
+    try:
+        f = float(label)
+        if math.isfinite(f): return repr(f)
+    except ValueError: pass
+    return " ".join(label.casefold().split())
+
+def warn_similar_labels(classes: Iterable[str]):
+    "A `LessonkitWarning` naming the classes that differ only in case, spacing or number format (e.g. 'Cat' and 'cat')."
+    groups = defaultdict(list)
+    for c in sorted(set(classes)): groups[_loose(c)].append(c)
+    alike = [g for g in groups.values() if len(g) > 1]
+    if alike:
+        warn(f"{len(alike)} group(s) of labels differ only in case, spacing or number format, and are separate classes: "
+             f"{'; '.join(' / '.join(map(repr, g)) for g in alike[:5])}{' ...' if len(alike) > 5 else ''}. If they mean the "
+             "same class, write them the same way in your labels (e.g. label_func=lambda n: f(n).lower()).")
+
 def clean_labels(labels: Sequence, # one label per item: a value, or a list of values for multi-label data
                  label_delim: str | None = None) -> tuple[list, bool]: # split each label string on this into several
-    "The labels as strings (multi-label: sorted lists of strings), and whether the data is multi-label."
+    "The labels as strings without spaces at either end (multi-label: sorted lists of them), and whether the data is multi-label; warns about labels that differ only in case, spacing or number format."
+    if label_delim is not None and not (isinstance(label_delim, str) and label_delim):
+        raise LessonkitError(f"label_delim must be the text between the labels of one cell (e.g. ' ' or ';'), or None "
+                             f"for one label a cell, not {shown(label_delim)}.")
     multi = label_delim is not None or any(isinstance(l, (list, tuple, set)) for l in labels)
-    if not multi: return [str(l) for l in labels], False
-    return [sorted({str(x) for x in (l if isinstance(l, (list, tuple, set)) else
-                                     ([s for s in str(l).split(label_delim) if s] if label_delim else [l]))})
-            for l in labels], True
+    if not multi: out = [str(l).strip() for l in labels]
+    else:
+        parts = lambda l: l if isinstance(l, (list, tuple, set)) else str(l).split(label_delim) if label_delim else [l]
+        out = [sorted({str(x).strip() for x in parts(l)} - {""}) for l in labels]
+    warn_similar_labels(x for l in out for x in (l if multi else [l]))
+    return out, multi
 
 def natural_classes(labels: Iterable[str]) -> list[str]:
     "Sorted class names; numbers sort as numbers ('2' before '10')."
@@ -261,13 +306,22 @@ def natural_classes(labels: Iterable[str]) -> list[str]:
     if not all(map(math.isfinite, nums.values())): return sorted(names)  # 'nan' compares with nothing: no stable order
     return sorted(names, key=lambda s: (nums[s], s))
 
+def file_identity(p: Path) -> tuple:
+    "What makes a file itself, whatever its name: its device and inode (so a hard link, a symlink or `a/../a.jpg` is the same file); the resolved path where the file system has no inodes, or the file is missing."
+    try: st = os.stat(p)
+    except OSError: return ("path", str(Path(p).resolve()))
+    return ("inode", st.st_dev, st.st_ino) if st.st_ino else ("path", str(Path(p).resolve()))
+
 def unique_items(items: Sequence[Path]) -> tuple[list[int], list[Problem]]:
-    "The positions of the first listing of each file, and a problem for each later one."
+    "The positions of the first listing of each file, and a problem for each later one (by `file_identity`, not by name)."
     seen, keep, problems = {}, [], []
     for i, p in enumerate(items):
-        k = str(Path(p).resolve())
-        if k in seen: problems.append((p, f"listed twice (first as item {seen[k]} of {len(items)})"))
-        else: seen[k] = i; keep.append(i)
+        k = file_identity(p)
+        if k not in seen: seen[k] = i; keep.append(i); continue
+        first = items[seen[k]]
+        same_name = Path(first).resolve() == Path(p).resolve()
+        problems.append((p, f"listed twice (first as item {seen[k]} of {len(items)})" if same_name else
+                            f"is the same file as item {seen[k]} of {len(items)}, {first} (a hard link or another name for it)"))
     return keep, problems
 
 # %% ../nbs/02b_labels.ipynb #5b0e1309
@@ -275,7 +329,7 @@ def random_splits(n: int, # number of items
                   valid_pct: float = 0.2, # fraction for the validation set
                   seed: int | None = 42) -> list[int]: # None: a different split every time
     "A split id per item: 0 = train, 1 = valid; `int(valid_pct * n)` items chosen at random go to valid."
-    if not 0 < valid_pct < 1: raise LessonkitError(f"valid_pct must be between 0 and 1, got {valid_pct}.")
+    valid_pct = check_arg("valid_pct", valid_pct, gt=0, lt=1, hint="It is the fraction of the images kept for validation, e.g. 0.2.")
     perm = list(range(n)); random.Random(seed).shuffle(perm)
     out = [0] * n
     for i in perm[:int(valid_pct * n)]: out[i] = 1
@@ -299,8 +353,9 @@ def stratified_splits(labels: Sequence, # one label per item (lists for multi-la
                       fracs: Sequence[float] = (0.8, 0.2), # 2 or 3 fractions: train, valid(, test)
                       seed: int | None = 42) -> list[int]:
     "A split id per item (0 train, 1 valid, 2 test) such that each class is divided by `fracs`."
-    fracs = [float(f) for f in fracs]
-    if len(fracs) not in (2, 3) or min(fracs) <= 0 or abs(sum(fracs) - 1) > 1e-6:
+    try: fracs = [check_arg("splits", f, gt=0) for f in fracs]
+    except (LessonkitError, TypeError): fracs = [math.nan]
+    if len(fracs) not in (2, 3) or abs(sum(fracs) - 1) > 1e-6:
         raise LessonkitError(f"splits must be 2 or 3 positive fractions adding up to 1 (train, valid[, test]), got {fracs}.")
     by_class: dict[str, list[int]] = defaultdict(list)
     for i, l in enumerate(labels): by_class[_label_key(l)].append(i)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_learner.ipynb #72474dd3
 from __future__ import annotations
-import importlib, os, random, types
+import importlib, inspect, os, random, types
 from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import LessonkitError, atomic_write, closest, default_device, delegates, load_safely, warn
+from .core import (LessonkitError, atomic_write, check_arg, check_device, check_keywords, closest,
+                            default_device, delegates, load_safely, shown, warn)
 from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
     CheckFiniteCallback, ProgressCallback, Recorder, ShowGraphCallback)
@@ -22,9 +23,10 @@ from .metrics import metric_name
 from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
 # %% auto #0
-__all__ = ['NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups', 'split_decay',
-           'bf16_native', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events', 'LearnerCallbacks',
-           'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state', 'set_rng_state', 'Learner', 'vision_learner']
+__all__ = ['MAX_LR', 'NORM_LAYERS', 'CHECKPOINT_FORMAT', 'cnn_learner', 'default_loss', 'activation_for', 'lrs_for_groups',
+           'check_lr', 'split_decay', 'bf16_native', 'amp_dtype', 'available_cpus', 'use_cpu_threads', 'check_events',
+           'check_callback', 'LearnerCallbacks', 'LearnerFreezing', 'arch_name', 'LearnerSaving', 'rng_state',
+           'set_rng_state', 'smallest_batch', 'Learner', 'vision_learner']
 
 # %% ../nbs/07_learner.ipynb #1708ec0f
 def default_loss(model: nn.Module, multi_label: bool = False) -> nn.Module:
@@ -54,6 +56,26 @@ def lrs_for_groups(lr: float | slice | Sequence[float], # one rate, a slice, or 
                                  "one number, or a slice.")
         return [float(x) for x in lr]
     return [float(lr)] * n_groups
+
+MAX_LR = 1e30   # PyTorch's optimizers compute the step in float32: rates near its limit (3.4e38) overflow inside them
+
+def check_lr(name: str, # the argument's name, for the message
+             lr, # one rate, slice(hi), slice(lo, hi), or one rate per layer group
+             optional: bool = False): # None is allowed too (and returned as it is)
+    "`lr` with every rate in it checked to be a finite number > 0, or a `LessonkitError` naming the argument and the value."
+    if lr is None and optional: return None
+    hint = ("A learning rate is a number > 0 (e.g. 1e-3, or one learn.lr_find() suggests), a slice(lo, hi), or a list "
+            "with one rate per layer group. (Far above 10 none is useful; near 1e38 PyTorch's optimizers overflow.)")
+    top = MAX_LR
+    if isinstance(lr, slice):
+        if lr.step is not None or lr.stop is None:
+            raise LessonkitError(f"{name} as a slice is slice(hi) or slice(lo, hi), not {lr!r}. {hint}")
+        return slice(check_arg(f"{name}'s start", lr.start, gt=0, le=top, optional=True, hint=hint),
+                     check_arg(f"{name}'s stop", lr.stop, gt=0, le=top, hint=hint))
+    if isinstance(lr, (list, tuple, np.ndarray, torch.Tensor)) and getattr(lr, "ndim", 1) == 1:
+        if len(lr) == 0: raise LessonkitError(f"{name} is an empty list. {hint}")
+        return [check_arg(f"{name}[{i}]", v, gt=0, le=top, hint=hint) for i, v in enumerate(lr)]
+    return check_arg(name, lr, gt=0, le=top, hint=hint)
 
 # %% ../nbs/07_learner.ipynb #8abdbc33
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
@@ -103,13 +125,21 @@ def check_events(cb: Callback):
                                  f"it would never run{f': did you mean {hint}?' if hint else '.'} "
                                  f"The events are: {', '.join(EVENTS)}.")
 
+def check_callback(cb):
+    "A `LessonkitError` if `cb` is not a `Callback` instance (a class, say), or has a misnamed event (`check_events`)."
+    if not isinstance(cb, Callback):
+        made = isinstance(cb, type) and issubclass(cb, Callback)
+        raise LessonkitError(f"A callback must be an instance of a Callback subclass, not {shown(cb)}" +
+                             (f": make one, {cb.__name__}(...)." if made else "."))
+    check_events(cb)
+
 class LearnerCallbacks:
     "The callback part of `Learner`: `self.cbs` is the list of callbacks."
     cbs: list[Callback]
 
     def add_cb(self, cb: Callback) -> Callback:
         "Add a callback (replacing one with the same name); see `check_events`."
-        check_events(cb)
+        check_callback(cb)
         old = getattr(self, cb.name, None)
         if isinstance(old, Callback): self.remove_cb(old)
         cb.learn = self
@@ -128,7 +158,7 @@ class LearnerCallbacks:
     @contextmanager
     def added_cbs(self, cbs: Sequence[Callback]):
         "Add `cbs` for the duration of a `with` block; the learner's callbacks they replace (same name) come back after it."
-        for cb in cbs: check_events(cb)   # all of them before any is added: nothing stays behind on an error
+        for cb in cbs: check_callback(cb)   # all of them before any is added: nothing stays behind on an error
         names = {cb.name for cb in cbs}
         replaced = [(i, old) for i, old in enumerate(self.cbs) if old.name in names]
         self.add_cbs(cbs)
@@ -158,6 +188,7 @@ class LearnerFreezing:
     "The freezing part of `Learner`: uses `self.model`, `self.layer_groups` and `self.train_bn`."
     def freeze_to(self, n: int):
         "Freeze the first `n` layer groups (negative: all but the last `-n`); the others train."
+        n = check_arg("n", n, int)
         self.n_frozen = n if n >= 0 else max(len(self.layer_groups) + n, 0)
         for i, g in enumerate(self.layer_groups):
             frozen = i < self.n_frozen
@@ -193,16 +224,16 @@ class LearnerSaving:
     def weights_file(self, name: str | os.PathLike) -> Path:
         "`path/models/<name>.pth` for a bare name; a path with a folder or suffix is used as it is."
         p = Path(name)
+        if p.name in ("", ".", ".."): raise LessonkitError(f"{shown(name)} is not a file name: give one, e.g. learn.save('stage-1').")
         return p if p.suffix or len(p.parts) > 1 else self.path / "models" / f"{name}.pth"
 
     def save(self, name: str | os.PathLike, # a name (saved as path/models/<name>.pth) or a file path
              with_opt: bool = False) -> Path: # also save the optimizer's state
         "Save the weights atomically; returns the file."
         f = self.weights_file(name)
-        f.parent.mkdir(parents=True, exist_ok=True)
         state = {"arch": arch_name(self.model), "model": self.model.state_dict()}
         if with_opt and self.opt is not None: state["opt"] = self.opt.state_dict()
-        with atomic_write(f) as fh: torch.save(state, fh)
+        with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
         return f
 
     def load(self, name: str | os.PathLike, # a name or file given to `save`
@@ -231,7 +262,6 @@ class LearnerSaving:
     def save_checkpoint(self, name: str | os.PathLike = "checkpoint") -> Path:
         "Save weights, optimizer, callback states, random generators and the finished epoch, atomically (see `CheckpointCallback`)."
         f = self.weights_file(name)
-        f.parent.mkdir(parents=True, exist_ok=True)
         states = {cb.name: st for cb in self.cbs if (st := cb.state_dict()) is not None}
         state = {"format": CHECKPOINT_FORMAT, "arch": arch_name(self.model), "classes": self.classes,
                  "epoch": self.epoch, "n_epoch": self.n_epoch, "n_batches": len(self.dls.train),
@@ -239,7 +269,7 @@ class LearnerSaving:
                  "model": self.model.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
                  "callbacks": states, "required": sorted(cb.name for cb in self.cbs if cb.resume_required),
                  "rng": rng_state()}
-        with atomic_write(f) as fh: torch.save(state, fh)
+        with atomic_write(f, make_parents=True) as fh: torch.save(state, fh)
         return f
 
     def read_checkpoint(self, name: str | os.PathLike, # a name or file given to `save_checkpoint`
@@ -310,6 +340,34 @@ class _Later:
         f = getattr(importlib.import_module(self.module), self.name)
         return f if obj is None else types.MethodType(f, obj)
 
+def _keywords(f: Callable, skip: int) -> list[str]:
+    "The names of `f`'s parameters after the first `skip` (the learner, which a `Learner` method passes itself)."
+    return list(inspect.signature(f).parameters)[skip:]
+
+def smallest_batch(dl) -> int | None:
+    "The fewest items a batch of `dl` holds (None if `dl` does not say how many items and batches it has)."
+    n, bs = getattr(dl, "n", None), getattr(dl, "bs", None)
+    if n is None or bs is None: return None
+    full, rest = divmod(n, bs)
+    return rest if not full else bs if getattr(dl, "drop_last", False) or not rest else rest
+
+_BATCH_OF_ONE = "Expected more than 1 value per channel when training"   # torch's BatchNorm error
+
+def _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs, layer_groups=None):
+    "A `LessonkitError` for the `Learner` arguments that would fail later, deep in the loop."
+    if layer_groups is not None and not (isinstance(layer_groups, (list, tuple)) and layer_groups
+                                         and all(isinstance(g, nn.Module) for g in layer_groups)):
+        raise LessonkitError(f"layer_groups must be a non-empty list of the model's parts (nn.Modules), from its input to "
+                             f"its output, or None for the default; not {shown(layer_groups)}.")
+    if not all(hasattr(dls, a) for a in ("train", "valid", "classes")):
+        raise LessonkitError(f"dls must be a DataLoaders (e.g. DataLoaders.from_folder(path)): something with .train, "
+                             f".valid and .classes, not {shown(dls)}.")
+    if not isinstance(model, nn.Module): raise LessonkitError(f"model must be a torch nn.Module, not {shown(model)}.")
+    for name, f in (("loss_func", loss_func), ("opt_func", opt_func), *(("metrics", m) for m in metrics)):
+        if f is not None and not callable(f):
+            raise LessonkitError(f"{name} must be a function (or an nn.Module) to call, not {shown(f)}.")
+    for cb in cbs: check_callback(cb)
+
 class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     "Trains `model` on `dls`: `fit`, `fit_one_cycle`, `fine_tune`, `lr_find`, `get_preds`, `predict`, `tta`, `export`."
     def __init__(self, dls, # a `DataLoaders` (anything with `.train`, `.valid`, `.classes` works)
@@ -328,8 +386,13 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                  mixed_precision: bool | str | None = "auto", # 'auto': bf16/fp16 on CUDA only; or 'bf16', 'fp16', False
                  channels_last: bool | None = None, # default: on CUDA only
                  num_threads: int | None = None): # on the CPU, torch's threads for the whole process (`use_cpu_threads`): None every core, 0 leave as is
+        metrics = [] if metrics is None else list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+        cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs else []
+        _check_learner_args(dls, model, loss_func, opt_func, metrics, cbs, layer_groups)
+        lr, wd = check_lr("lr", lr), check_arg("wd", wd, ge=0)
+        if not isinstance(lr, float): raise LessonkitError(f"lr (the default rate) must be one number, not {shown(lr)}: give per-group rates to fit.")
         self.dls, self.model, self.opt_func, self.lr, self.wd, self.wd_bn_bias = dls, model, opt_func, lr, wd, wd_bn_bias
-        self.device = torch.device(device or getattr(dls, "device", None) or default_device())
+        self.device = check_device(device or getattr(dls, "device", None))
         self.model.to(self.device)
         if channels_last if channels_last is not None else self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
@@ -338,13 +401,12 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.loss_func = loss_func or default_loss(model, getattr(dls, "multi_label", False))
         self.activation = activation_for(self.loss_func)
-        self.metrics = [] if metrics is None else list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+        self.metrics = metrics
         self.layer_groups = list(layer_groups) if layer_groups is not None else model_layer_groups(model)
         self.train_bn, self.n_frozen, self.opt, self.path = train_bn, 0, None, Path(path)
         self.training, self.epoch, self.n_epoch, self.valid_loss, self.valid_metrics = False, 0, 0, None, {}
         self.cbs = []
-        self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(),
-                      *(cbs if isinstance(cbs, (list, tuple)) else [cbs] if cbs else [])])
+        self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(), *cbs])
 
     @property
     def metric_names(self) -> list[str]: return [metric_name(m) for m in self.metrics]
@@ -380,6 +442,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
 
     def set_lr(self, lr: float | slice | Sequence[float]):
         "Set the learning rate of each layer group (a number, a slice, or a list)."
+        lr = check_lr("lr", lr)
         if self.opt is None: self.create_opt()
         for g, v in zip(self.opt.param_groups, self.group_lrs(lr)): g["lr"] = v
 
@@ -393,6 +456,8 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
             cbs: Sequence[Callback] = (), # callbacks for this call only
             resume: str | os.PathLike | None = None): # a checkpoint of this same call to carry on from (see `CheckpointCallback`)
         "Train for `n_epoch` epochs at a constant learning rate."
+        n_epoch, lr = check_arg("n_epoch", n_epoch, int, ge=1), check_lr("lr", lr, optional=True)
+        self.check_trainable()
         if self.opt is None: self.create_opt()
         if lr is not None: self.set_lr(lr)
         ckpt = self.read_checkpoint(resume, n_epoch) if resume is not None else None
@@ -403,7 +468,36 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
                 start = 0 if ckpt is None else self.apply_checkpoint(ckpt) + 1
                 for self.epoch in range(start, n_epoch): self._with_events(self._do_epoch, "epoch", CancelEpochException)
             except CancelFitException: self("after_cancel_fit")
+            except ValueError as e:   # a BatchNorm layer given one item (check_trainable foresees the usual cases)
+                if _BATCH_OF_ONE not in str(e): raise
+                raise LessonkitError(f"A batch of one item reached a BatchNorm layer in training ({e}). Use bs >= 2 "
+                                     "and more training images.") from e
             finally: self("after_fit")  # also after an error or a KeyboardInterrupt: callbacks clean up
+
+    def check_trainable(self):
+        "A `LessonkitError` saying why `fit` cannot train this learner, if it cannot: no training data (as after `load_learner`), classes the model has no outputs for, data on another device, or batches of one image for BatchNorm layers."
+        train, classes = self.dls.train, list(self.dls.classes)
+        if train is None or (hasattr(train, "__len__") and len(train) == 0):
+            raise LessonkitError("This learner has no training data (learn.dls.train is empty), so there is nothing to fit: "
+                                 "a learner from load_learner keeps only what predicting needs. To train it on, give it "
+                                 f"data with its {len(classes)} classes, learn.dls = DataLoaders.from_folder(path, ...) "
+                                 "(or any DataLoaders.from_*), then fit.")
+        n_out = self.model.spec.n_out if isinstance(self.model, TransferModel) else None
+        if n_out is not None and n_out != len(classes):
+            raise LessonkitError(f"The model has {n_out} outputs, but the data has {len(classes)} classes "
+                                 f"({', '.join(map(repr, classes[:5]))}{' ...' if len(classes) > 5 else ''}). Make a "
+                                 "learner for this data, vision_learner(dls, ...), or give this one data with "
+                                 f"{n_out} classes.")
+        dev = getattr(self.dls, "device", None)
+        if dev is not None and torch.device(dev).type != self.device.type:
+            raise LessonkitError(f"The data's batches go to {dev}, but the model is on {self.device}: move the data, "
+                                 "learn.dls.to(learn.device), or make the learner with the data's device.")
+        trains = [m for i, g in enumerate(self.layer_groups) for m in g.modules()
+                  if isinstance(m, _BN_TYPES) and (i >= self.n_frozen or self.train_bn)]
+        if trains and smallest_batch(train) == 1:
+            raise LessonkitError(f"A training batch would hold a single image (the training set has {train.n} image(s), "
+                                 f"bs={train.bs}), and the model's BatchNorm layers cannot train on one image. Use more "
+                                 "training images (a smaller valid_pct, or more data) and bs >= 2.")
 
     def _with_events(self, f: Callable[[], None], name: str, cancel: type[Exception]):
         "`before_{name}`, `f()`, `after_{name}`; a `cancel` exception ends `f` early and fires `after_cancel_{name}`."
@@ -449,6 +543,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     def fit_one_cycle(self, n_epoch: int, lr_max: float | slice | Sequence[float] | None = None, **kwargs):
         "Train with the one-cycle schedule: see `lessonkit.schedule.fit_one_cycle`."
         from lessonkit.schedule import fit_one_cycle
+        check_keywords("fit_one_cycle", kwargs, _keywords(fit_one_cycle, skip=1))
         return fit_one_cycle(self, n_epoch, lr_max, **kwargs)
 
     def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, **kwargs):
@@ -459,6 +554,7 @@ class Learner(LearnerCallbacks, LearnerFreezing, LearnerSaving):
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True, **kwargs):
         "Find a good learning rate: see `lessonkit.schedule.lr_find`."
         from lessonkit.schedule import lr_find
+        check_keywords("lr_find", kwargs, _keywords(lr_find, skip=1))
         return lr_find(self, start_lr, end_lr, num_it, stop_div, **kwargs)
 
     get_preds = _Later("lessonkit.inference")
@@ -480,6 +576,10 @@ def vision_learner(dls, # the data: its `.c` classes set the head's size
                    normalize: bool = True, # pretrained: normalise `dls` with the weights' statistics (sets them on its loaders)
                    **kwargs) -> Learner: # `Learner`'s other options (lr, wd, cbs, train_bn, path, ...), shown in the signature
     "A `Learner` with a pretrained body and a new head, e.g. `vision_learner(dls, 'resnet34', metrics=accuracy)`."
+    _check_learner_args(dls, nn.Identity(), None, None, [], [])
+    n_out = check_arg("n_out", n_out, int, ge=1, optional=True)
+    if head_kw is not None and not isinstance(head_kw, dict):
+        raise LessonkitError(f"head_kw must be a dict of the head function's arguments, e.g. {{'p': 0.25}}, not {shown(head_kw)}.")
     model = create_model(arch, n_out or dls.c, pretrained=pretrained, head=head, keep_fc=keep_fc, **(head_kw or {}))
     stats, want = getattr(dls, "stats", None), model.spec.stats
     if pretrained and stats is not None and tuple(map(tuple, stats)) != tuple(map(tuple, want)):

@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .core import LessonkitError, default_device
-from .augment import BatchAugment, as_hw, denormalize, imagenet_stats
+from .core import LessonkitError, check_arg, check_device
+from .augment import BatchAugment, as_hw, check_stats, denormalize, imagenet_stats
 
 # %% auto #0
 __all__ = ['ImageLoader']
@@ -37,12 +37,12 @@ class ImageLoader:
         if len(items) != len(images): raise LessonkitError(f"{len(items)} items but {len(images)} images.")
         if labels is not None and len(labels) != len(items):
             raise LessonkitError(f"{len(items)} items but {len(labels)} labels: give one label per item.")
-        if bs < 1: raise LessonkitError(f"bs must be at least 1, got {bs}.")
+        bs, stats = check_arg("bs", bs, int, ge=1), check_stats(stats)
         self.items, self.images = [Path(p) for p in items], list(images)
         self.labels = None if labels is None else list(labels)
         self.classes, self.multi_label = list(classes), multi_label
         self.bs, self.shuffle, self.drop_last, self.augment, self.stats = bs, shuffle, drop_last, augment, stats
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = check_device(device)
         self.size = as_hw(size) if size is not None else (tuple(self.images[0].shape[-2:]) if self.images else None)
         self._y = self._targets()
 
@@ -76,7 +76,7 @@ class ImageLoader:
             bs: int | None = None, drop_last: bool | None = None,
             device: torch.device | str | None = None) -> ImageLoader:
         "A loader over the same items sharing the decoded images, with some settings changed (e.g. TTA: `dl.new(augment=aug)`)."
-        return ImageLoader(self.items, self.images, self.labels, self.classes, bs=bs or self.bs,
+        return ImageLoader(self.items, self.images, self.labels, self.classes, bs=self.bs if bs is None else bs,
                            shuffle=self.shuffle if shuffle is None else shuffle,
                            drop_last=self.drop_last if drop_last is None else drop_last,
                            augment=self.augment if augment is _KEEP else augment, stats=self.stats,
@@ -84,7 +84,7 @@ class ImageLoader:
 
     def to(self, device: torch.device | str) -> ImageLoader:
         "Send batches to `device` from now on; returns self."
-        self.device = torch.device(device); return self
+        self.device = check_device(device); return self
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         idx_l = idx.tolist()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_schedule.ipynb #e0968157
 from __future__ import annotations
-import copy, html, math, warnings
+import copy, html, inspect, math, warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -12,17 +12,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import LessonkitError, show_progress
+from .core import LessonkitError, check_arg, check_keywords, show_progress, shown
 from .callbacks import (
     Callback, CancelFitException, CancelValidException, CheckFiniteCallback, CheckpointCallback, CSVLogger,
     EarlyStoppingCallback, ProgressCallback, Recorder, SaveModelCallback, ShowGraphCallback)
 from .display import DisplayOnce, NotebookFigure, Table, figure, show
 
+from .learner import check_lr
 if TYPE_CHECKING: from lessonkit.learner import Learner
 
 # %% auto #0
-__all__ = ['FLAT_DROP', 'SMOOTHING_STEPS', 'OneCycleScheduler', 'fit_one_cycle', 'fine_tune', 'LRFinder', 'lr_text',
-           'LRFindResult', 'suggest_lrs', 'finder_curve', 'finder_suggestions', 'lr_find_figure', 'lr_find']
+__all__ = ['FLAT_DROP', 'SMOOTHING_STEPS', 'OneCycleScheduler', 'fit_one_cycle', 'check_cycle', 'one_cycle_pct', 'fine_tune',
+           'check_lr_find', 'LRFinder', 'lr_text', 'LRFindResult', 'suggest_lrs', 'finder_curve', 'finder_suggestions',
+           'lr_find_figure', 'lr_find']
 
 # %% ../nbs/08_schedule.ipynb #bff27064
 class OneCycleScheduler(Callback):
@@ -45,7 +47,7 @@ class OneCycleScheduler(Callback):
 
     def _make(self):
         self.sched = torch.optim.lr_scheduler.OneCycleLR(  # sets the first step's rates
-            self.learn.opt, max_lr=self.max_lrs, total_steps=self.total, pct_start=self.pct_start,
+            self.learn.opt, max_lr=self.max_lrs, total_steps=self.total, pct_start=one_cycle_pct(self.pct_start, self.total),
             anneal_strategy="cos", div_factor=self.div, final_div_factor=self.div_final / self.div,
             cycle_momentum=self.cycle_momentum, max_momentum=self.moms[0], base_momentum=self.moms[1])
 
@@ -79,8 +81,27 @@ def fit_one_cycle(learn: Learner,
                   resume: str | None = None): # a checkpoint of this same call to carry on from (see `CheckpointCallback`)
     "Train for `n_epoch` epochs with the one-cycle schedule (`learn.fit_one_cycle`)."
     if lr_max is not None: _check_not_finder_result(lr_max, "lr_max")
+    n_epoch, lr_max = check_arg("n_epoch", n_epoch, int, ge=1), check_lr("lr_max", lr_max, optional=True)
+    div, div_final, pct_start, moms = check_cycle(div, div_final, pct_start, moms)
     sched = OneCycleScheduler(learn.lr if lr_max is None else lr_max, div, div_final, pct_start, moms)
     learn.fit(n_epoch, cbs=[sched, *cbs], resume=resume)
+
+# %% ../nbs/08_schedule.ipynb #8a000001
+def check_cycle(div: float, div_final: float, pct_start: float, moms) -> tuple:
+    "The one-cycle arguments checked (a `LessonkitError` names a wrong one), as plain numbers."
+    try: lo, hi = moms
+    except (TypeError, ValueError):
+        raise LessonkitError(f"moms must be two momentums (at the start and end, at the peak), e.g. (0.95, 0.85), "
+                             f"not {moms!r}.") from None
+    return (check_arg("div", div, gt=0), check_arg("div_final", div_final, gt=0),
+            check_arg("pct_start", pct_start, ge=0, le=1, hint="It is the fraction of the steps spent warming up."),
+            (check_arg("moms[0]", lo, ge=0, lt=1), check_arg("moms[1]", hi, ge=0, lt=1)))
+
+def one_cycle_pct(pct_start: float, # the fraction of the steps spent warming up
+                  total: int) -> float: # the number of steps
+    "`pct_start` for torch's `OneCycleLR`, moved by a hair where the warm-up would end at step 0 exactly (`pct_start * total == 1`: e.g. 8 images at `bs=2` for one epoch), which makes torch divide by zero. Its one warm-up step then starts at the low rate, as a longer warm-up would."
+    if float(pct_start * total) - 1 != 0: return pct_start
+    return pct_start * (1 + 1e-9) if pct_start < 1 else pct_start * (1 - 1e-9)
 
 # %% ../nbs/08_schedule.ipynb #88fb96c9
 def fine_tune(learn: Learner,
@@ -97,11 +118,29 @@ def fine_tune(learn: Learner,
                              "(learn.freeze(); learn.fit_one_cycle(...); learn.unfreeze(); learn.fit_one_cycle(...)) "
                              "and resume the phase that was interrupted.")
     _check_not_finder_result(base_lr, "base_lr")
+    epochs, freeze_epochs = check_arg("epochs", epochs, int, ge=1), check_arg("freeze_epochs", freeze_epochs, int, ge=0)
+    base_lr, lr_mult = check_lr("base_lr", base_lr), check_arg("lr_mult", lr_mult, gt=0)
+    if not isinstance(base_lr, float): raise LessonkitError(f"base_lr must be one number, not {shown(base_lr)}.")
+    check_keywords("fine_tune", kwargs, [*list(inspect.signature(fine_tune).parameters)[1:-1], "div_final", "moms", "cbs",
+                                         "resume"])   # what both phases take: checked before the first
+    check_cycle(div, kwargs.get("div_final", 1e5), pct_start, kwargs.get("moms", (0.95, 0.85)))
+    learn.check_trainable()
     learn.freeze()
-    fit_one_cycle(learn, freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+    if freeze_epochs: fit_one_cycle(learn, freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
     base_lr /= 2
     learn.unfreeze()
     fit_one_cycle(learn, epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+
+# %% ../nbs/08_schedule.ipynb #8a000005
+def check_lr_find(learn: Learner, start_lr: float, end_lr: float, num_it: int) -> tuple[float, float, int]:
+    "`lr_find`'s arguments checked, and the learner able to train (a `LessonkitError` says what is wrong)."
+    start_lr, end_lr = check_lr("start_lr", start_lr), check_lr("end_lr", end_lr)
+    if not (isinstance(start_lr, float) and isinstance(end_lr, float)):
+        raise LessonkitError(f"start_lr and end_lr must be single numbers, not {shown(start_lr)} and {shown(end_lr)}.")
+    if end_lr <= start_lr: raise LessonkitError(f"end_lr ({end_lr:g}) must be above start_lr ({start_lr:g}): the rate grows from one to the other.")
+    num_it = check_arg("num_it", num_it, int, ge=2, hint="It is the most batches the sweep runs, e.g. 100.")
+    learn.check_trainable()
+    return start_lr, end_lr, num_it
 
 # %% ../nbs/08_schedule.ipynb #8f52de65
 class LRFinder(Callback):
@@ -308,6 +347,7 @@ def lr_find(learn: Learner,
             stop_div: bool = True, # stop when the smoothed loss exceeds 4x its minimum, or is NaN
             show_plot: bool = True) -> LRFindResult: # in a notebook, show the plot and the suggestions (once)
     "Run the LR range test and restore the model and optimizer afterwards (`learn.lr_find`)."
+    start_lr, end_lr, num_it = check_lr_find(learn, start_lr, end_lr, num_it)
     if learn.opt is None: learn.create_opt(); made_opt = True
     else: made_opt = False
     model_state = copy.deepcopy(learn.model.state_dict())

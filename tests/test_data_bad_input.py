@@ -2,7 +2,7 @@
 or duplicate files, names a pattern does not match. Each gives a LessonkitError naming the files and what to do, or,
 with skip_bad=True, a report of what was left out; never a crash in a decoding thread, never a silently wrong label.
 Uses tmp_path copies of a few bundled sample images plus generated bad files."""
-import re, shutil
+import io, os, re, shutil, warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,9 @@ from PIL import Image
 
 from lessonkit.core import LessonkitError, LessonkitWarning
 from lessonkit.data import DataLoaders, ImageDataLoaders
-from lessonkit.images import BadImageError, check_images, clear_image_cache, get_image_files, load_image, open_image
+import lessonkit.images
+from lessonkit.images import (BadImageError, check_images, clear_image_cache, decode_images, get_image_files, load_image,
+                             open_image)
 
 ROOT = Path(__file__).resolve().parents[1]
 PETS = ROOT / "data/pets/images"
@@ -389,3 +391,114 @@ def test_constructor_signatures_show_every_option():
         params = inspect.signature(getattr(DataLoaders, name)).parameters
         assert "kwargs" not in params, name
         for k, p in options.items(): assert params[k].default == p.default and params[k].kind is p.KEYWORD_ONLY, (name, k)
+
+
+# ------------------------------------------------------------------------------ issue 19: silently wrong, now refused
+def test_a_hard_link_is_the_same_file(tmp_path):
+    "A hard link to an image of the same class is that image again: it is never in training and validation at once."
+    d = pets_copy(tmp_path, 12)
+    src = sorted(d.iterdir())[0]
+    os.link(src, d / f"{re.match(PAT, src.name)[1]}_9999.jpg")      # another name, the same file (same inode)
+    with pytest.raises(LessonkitError, match=r"(?s)1 files are listed more than once.*_9999\.jpg: is the same file as"):
+        ImageDataLoaders.from_name_re(d, get_image_files(d), PAT, **KW)
+    with pytest.warns(LessonkitWarning, match="Skipped 1 file"):
+        dls = ImageDataLoaders.from_name_re(d, get_image_files(d), PAT, skip_bad=True, valid_pct=0.5, **KW)
+    inodes = [os.stat(p).st_ino for p in dls.train.items + dls.valid.items]
+    assert len(inodes) == len(set(inodes)) == 12
+
+
+def _labelled_csv(tmp_path, labels: list[str]) -> Path:
+    "A CSV written by hand ('name, label' with a space after the comma) over pets copies, one label per row."
+    d = pets_copy(tmp_path, len(labels))
+    names = sorted(p.name for p in d.iterdir())
+    (d.parent / "labels.csv").write_text("fname,label\n" + "".join(f"{n}, {l}\n" for n, l in zip(names, labels)))
+    return d.parent
+
+
+def test_labels_are_stripped(tmp_path):
+    "`a.jpg, cat` and `b.jpg,cat ` are both the class 'cat' (file names were stripped already, labels were not)."
+    path = _labelled_csv(tmp_path, ["cat", "cat ", " dog", "dog"] * 3)
+    dls = ImageDataLoaders.from_csv(path, "labels.csv", folder="pets", valid_pct=0.25, **KW)
+    assert dls.classes == ["cat", "dog"]
+    dls = ImageDataLoaders.from_lists(PETS, sorted(PETS.glob("*.jpg"))[:8], ["cat ", "cat", "\tdog", "dog"] * 2, **KW)
+    assert dls.classes == ["cat", "dog"]
+
+
+def test_labels_that_differ_only_in_case_spacing_or_number_format_are_named(tmp_path):
+    path = _labelled_csv(tmp_path, ["Cat", "cat", "1", "1.0", "big  dog", "big dog"] * 2)
+    with pytest.warns(LessonkitWarning, match=r"3 group\(s\) of labels differ only in case, spacing or number format, "
+                                              r"and are separate classes: '1' / '1.0'; 'Cat' / 'cat'; 'big  dog' / 'big dog'"):
+        dls = ImageDataLoaders.from_csv(path, "labels.csv", folder="pets", valid_pct=0.25, **KW)
+    assert dls.c == 6                      # a warning, not a guess: they may be meant as different classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LessonkitWarning)   # labels written alike: no warning
+        (tmp_path / "b").mkdir()
+        ImageDataLoaders.from_csv(_labelled_csv(tmp_path / "b", ["cat", "dog"] * 4), "labels.csv", folder="pets", **KW)
+
+
+def test_a_single_class_is_refused(tmp_path):
+    files = sorted(PETS.glob("*.jpg"))[:12]
+    with pytest.raises(LessonkitError, match="All 12 images have the same label, 'cat': a classifier needs at least 2"):
+        DataLoaders.from_lists(PETS, files, ["cat"] * 12, **KW)
+    with pytest.raises(LessonkitError, match="every label list is empty"):     # not a NaN loss blamed on the rate
+        DataLoaders.from_df({"f": [f.name for f in files], "y": [""] * 12}, PETS, label_delim=";", **KW)
+
+
+def test_valid_col_values_must_be_true_or_false(tmp_path):
+    names = [f.name for f in sorted(PETS.glob("*.jpg"))[:8]]
+    table = {"f": names, "y": ["a", "b"] * 4, "v": ["1", "0", "True", "false", " yes", "no", "valid", "maybe"]}
+    with pytest.raises(LessonkitError, match=rf"{names[7]}: row 7 has 'maybe' \(a string\) in the validation column, "
+                                             r"neither true \(1, true, yes, valid\) nor false \(0, false, no, train\)"):
+        DataLoaders.from_df(table, PETS, fn_col="f", label_col="y", valid_col="v", **KW)
+    with pytest.warns(LessonkitWarning, match="Skipped 1"):
+        dls = DataLoaders.from_df(table, PETS, fn_col="f", label_col="y", valid_col="v", skip_bad=True, **KW)
+    assert [p.name for p in dls.valid.items] == [names[i] for i in (0, 2, 4, 6)]
+    assert sorted(p.name for p in dls.train.items) == sorted(names[i] for i in (1, 3, 5))
+
+
+def test_a_file_replaced_with_the_same_size_and_time_is_decoded_again(tmp_path):
+    "cp -p of another image of the same size over a file: the memory and disk caches must not serve the old pixels."
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "x.bmp")        # BMP: the same size in bytes for any colour
+    Image.new("RGB", (40, 30), (0, 0, 255)).save(tmp_path / "blue.bmp")
+    for disk in (False, True):
+        (tmp_path / "x.bmp").write_bytes(_red(tmp_path))
+        st = (tmp_path / "x.bmp").stat()
+        assert decode_images([tmp_path / "x.bmp"], 8, disk_cache=disk)[0][0][:, 0, 0].tolist() == [255, 0, 0]
+        shutil.copyfile(tmp_path / "blue.bmp", tmp_path / "x.bmp")
+        os.utime(tmp_path / "x.bmp", ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert ((tmp_path / "x.bmp").stat().st_size, (tmp_path / "x.bmp").stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        assert decode_images([tmp_path / "x.bmp"], 8, disk_cache=disk)[0][0][:, 0, 0].tolist() == [0, 0, 255]
+        if disk: assert len(list((tmp_path / "home/images").rglob("*.u8"))) == 2
+
+
+def _red(tmp_path) -> bytes:
+    buf = io.BytesIO(); Image.new("RGB", (40, 30), (255, 0, 0)).save(buf, "BMP"); return buf.getvalue()
+
+
+def test_an_absurd_size_is_refused_before_decoding(tmp_path, monkeypatch):
+    files = sorted(PETS.glob("*.jpg"))[:12]
+    labels = ["a", "b"] * 6
+    with pytest.raises(LessonkitError, match=r"size=1000000 is 1,000,000,000,000 pixels per image, more than Pillow opens"):
+        DataLoaders.from_lists(PETS, files, labels, size=10**6, device="cpu")
+    monkeypatch.setattr(lessonkit.images, "physical_memory", lambda: 2**30)   # a 1 GiB machine
+    with pytest.raises(LessonkitError, match=r"12 images at 9000 x 9000 pixels take 2.7 GiB decoded .* more than this "
+                                             r"machine's memory \(1.0 GiB\)"):
+        DataLoaders.from_lists(PETS, files, labels, size=9000, device="cpu")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(bs=2.5), "bs must be a whole number >= 1, not 2.5"),
+    (dict(bs=0), "bs must be a whole number >= 1, not 0"),
+    (dict(size=(32, "a")), "size must be a whole number >= 1, not 'a' (a string)"),
+    (dict(valid_pct="0.2"), "valid_pct must be a finite number > 0 and < 1, not '0.2' (a string)"),
+    (dict(valid_pct=float("nan")), "valid_pct must be a finite number > 0 and < 1, not nan"),
+    (dict(num_workers=-1), "num_workers must be None or a whole number >= 0, not -1"),
+    (dict(stats=([0.5] * 3, [0.2, 0.0, 0.2])), "stats's standard deviation must be a finite number > 0, not 0.0"),
+    (dict(device="gpu"), "device must be 'cpu', 'cuda', 'cuda:1', 'mps', a torch.device, or None"),
+    (dict(batch_tfms="flip"), "batch_tfms must be an augmentation such as aug_transforms()"),
+    (dict(label_delim=""), "label_delim must be the text between the labels of one cell")])
+def test_options_are_checked_where_they_are_given(bad, message):
+    files = sorted(PETS.glob("*.jpg"))[:12]
+    with pytest.raises(LessonkitError) as e:
+        DataLoaders.from_lists(PETS, files, ["a", "b"] * 6, **{**KW, **bad})
+    assert message in str(e.value)

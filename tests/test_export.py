@@ -1,6 +1,6 @@
 """Export and load_learner: one safe file, the same predictions in a fresh process, TTA on unlabelled images, refusal of
 malicious or incompatible files, atomic writes."""
-import json, os, pickle, subprocess, sys, textwrap
+import json, math, os, pickle, subprocess, sys, textwrap
 from pathlib import Path
 
 import pytest
@@ -140,3 +140,67 @@ def test_keep_fc_round_trip(tmp_path):
     loaded = load_learner(path, device="cpu")
     assert loaded.model.spec.keep_fc and loaded.model.spec.nf == 4096
     assert torch.allclose(learn.get_preds()[0], loaded.get_preds(dl=dls.valid)[0], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- issue 19: bad exports
+def _edited(path: Path, out: Path, edit) -> Path:
+    "A copy of the export at `path` whose manifest `edit` changed by hand."
+    state = torch.load(path, weights_only=True)
+    m = json.loads(state["manifest"]); edit(m)
+    torch.save({"manifest": json.dumps(m), "model": state["model"]}, out)
+    return out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(classes=["0", "1", "2"]), "it names 3 classes for a model with 2 outputs"),
+    (lambda m: m.update(stats=[[0.5] * 3, [0, 0, 0]]), "'stats' is [[0.5, 0.5, 0.5], [0, 0, 0]] (a list), not [mean, std] with every std > 0"),
+    (lambda m: m.pop("classes"), "'classes' is missing (a list of distinct class names (strings))"),
+    (lambda m: m.pop("size"), "'size' is missing ([height, width] in pixels)"),
+    (lambda m: m.update(n_out="2"), "'n_out' is '2' (a string), not a whole number of outputs >= 1"),
+    (lambda m: m.update(head_kw=[]), "'head_kw' is [] (a list), not a dict"),
+    (lambda m: m.update(multi_label="no"), "'multi_label' is 'no' (a string), not true or false"),
+    (lambda m: m.update(classes=[0, 1]), "'classes' is [0, 1] (a list), not a list of distinct class names"),
+    (lambda m: m.update(augment={"flip": True, "spin": 3}), "'augment' is {'flip': True, 'spin': 3} (a dict), not null or BatchAugment's settings"),
+], ids=["3-classes-2-outputs", "zero-std", "no-classes", "no-size", "n_out-text", "head_kw-list", "multi_label-text",
+        "classes-numbers", "augment-unknown"])
+def test_a_hand_edited_manifest_is_checked_on_load(trained, tmp_path, edit, message):
+    "Issue 19, item 8: a manifest that disagrees with itself or its weights (3 classes for 2 outputs; a zero std, which "
+    "predicted NaN probabilities with a label) or misses a key is refused on load, naming the key and the value."
+    _, path = trained
+    with pytest.raises(LessonkitError) as e: load_learner(_edited(path, tmp_path / "edited.pth", edit), device="cpu")
+    assert message in str(e.value) and "Export the learner again" in str(e.value)
+
+
+def test_export_paths_that_cannot_be_files(trained, tmp_path):
+    "An empty path, a folder, a path under a regular file: each says what is wrong, none says to free disk space."
+    learn, _ = trained
+    (tmp_path / "notes.txt").write_text("x")
+    for target, message in (("", "it names no file"), (tmp_path, "it is a folder"),
+                            (tmp_path / "notes.txt" / "model.pth", "notes.txt is a file, not a folder")):
+        with pytest.raises(LessonkitError) as e: learn.export(target)
+        assert message in str(e.value) and "disk space" not in str(e.value), str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert learn.export(tmp_path / "new" / "folders" / "model.pth").is_file()   # missing folders are made
+
+
+def test_a_loaded_learner_says_how_to_train_and_trains_on_new_data(trained, tmp_path):
+    "Issue 19, item 7: a loaded learner has no training data; fit and lr_find say so and how to give it some, and with "
+    "`learn.dls = dls` it trains (the loss is finite, the weights change) and predicts."
+    learn, path = trained
+    loaded = load_learner(path, device="cpu")
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    for call in (lambda: loaded.fit_one_cycle(1), lambda: loaded.lr_find(num_it=5), lambda: loaded.fine_tune(1)):
+        with pytest.raises(LessonkitError, match=r"no training data .* learn\.dls = DataLoaders\.from_folder"): call()
+    with pytest.raises(LessonkitError, match=r"no validation data to predict .* dl=learn\.dls\.test_dl\(files\)"):
+        loaded.get_preds()
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())
+    loaded.dls = learn.dls
+    loaded.fit_one_cycle(1, 1e-3)
+    assert all(map(math.isfinite, loaded.recorder.losses)) and len(loaded.recorder.losses) == len(learn.dls.train)
+    assert any(not torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())
+    label, i, p = loaded.predict(VEHICLES / "images" / "8.jpg")
+    assert label == loaded.classes[i] and torch.isfinite(p).all()
+    three = DataLoaders.from_lists(VEHICLES / "images", sorted((VEHICLES / "images").glob("*.jpg"))[:12],
+                                   ["a", "b", "c"] * 4, valid_pct=0.25, size=64, bs=4, progress=False)
+    loaded.dls = three
+    with pytest.raises(LessonkitError, match="The model has 2 outputs, but the data has 3 classes"): loaded.fit(1)

@@ -188,12 +188,13 @@ def test_from_name_re_any_names(tmp_path, tiny_jpeg):
         files = write_files(tmp_path / "imgs", [a + b for a, b, _, _ in rows], [c for _, _, c, _ in rows], tiny_jpeg,
                             [d and i % 3 == 0 for i, (_, _, _, d) in enumerate(rows)])
         rx = re.compile(pat)
-        label = lambda p: (m := rx.search(p.as_posix() if "/" in pat else p.name)) and m.group(1)
+        label = lambda p: (m := rx.search(p.as_posix() if "/" in pat else p.name)) and m.group(1).strip()   # labels are stripped
         broken = {p for p in files if p.read_bytes() != tiny_jpeg}
         try:
             dls = DataLoaders.from_name_re(tmp_path / "imgs", files, pat, valid_pct=valid_pct, skip_bad=skip_bad, **KW)
         except LessonkitError as e:
-            clean = all(label(p) for p in files) and not broken and splits_fit(len(files), valid_pct)
+            clean = (all(label(p) for p in files) and not broken and splits_fit(len(files), valid_pct)
+                     and len({label(p) for p in files}) >= 2)   # one class is refused: a classifier needs two
             assert str(e) and not clean, f"refused names that all match, with no broken file: {e}"
             outcomes["refused"] += 1
             return
@@ -223,18 +224,18 @@ def test_from_name_func_any_names(tmp_path, tiny_jpeg):
         files = write_files(tmp_path / "imgs", stems, [".jpg"] * len(stems), tiny_jpeg, [False] * len(stems))
         f = LABEL_FUNCS[func]
         def label(p):
-            try: return f(p.name)
+            try: return str(f(p.name)).strip() if not _is_missing(f(p.name)) else None   # labels are stripped
             except Exception: return None
         try:
             dls = DataLoaders.from_name_func(tmp_path / "imgs", files, f, skip_bad=skip_bad, valid_pct=0.5, **KW)
         except LessonkitError as e:
-            clean = all(label(p) not in (None, "") for p in files) and splits_fit(len(files), 0.5)
+            clean = all(label(p) for p in files) and splits_fit(len(files), 0.5) and len({label(p) for p in files}) >= 2
             assert str(e) and not clean, f"refused files that all have a label: {e}"
             outcomes["refused"] += 1
             return
         outcomes["loaded"] += 1
         for dl in (dls.train, dls.valid):
-            for p, l in zip(dl.items, dl.labels): assert dls.classes[l] == str(f(p.name))
+            for p, l in zip(dl.items, dl.labels): assert dls.classes[l] == label(p)
     run()
     assert_loaded_share(outcomes, 0.25)
 
@@ -245,7 +246,12 @@ cell = st.one_of(names, st.text(max_size=12), st.sampled_from(["", " ", '"', '""
                                                                "nan", "1", "1.0", "inf", "True", "valid"]))
 label_cell = st.one_of(st.sampled_from(["cat", "dog", "cat dog", "1", "1.0", " cat", "猫", "a,b", "x\ny", '"']), names)
 flag_cell = st.sampled_from(["0", "1", "True", "no", " yes"])
-TRUE_FLAGS = ("1", "true", "yes", "valid", "1.0")
+def flag_of(v) -> bool | None:
+    "The documented reading of a validation flag: true (1, true, yes, valid), false (0, false, no, train), else none."
+    s = str(v).strip().lower()
+    try: f = float(s)
+    except ValueError: f = None
+    return True if s in ("true", "yes", "valid") or f == 1 else False if s in ("false", "no", "train") or f == 0 else None
 
 
 @st.composite
@@ -309,7 +315,8 @@ def load_or_refuse(outcomes: Counter, make):
 
 def check_labels_against_rows(dls, base: Path, cols: list | None, rows: list[list], read: dict):
     "Each loaded file has the label (and split) of the first row naming it, read the way the docs say: a label cell is "
-    "the label as text, split on `label_delim` (or a list: several labels); files are `<folder>/<name>.jpg`."
+    "the label as text without spaces at either end, split on `label_delim` (or a list: several labels); files are "
+    "`<folder>/<name>.jpg`; a validation flag is true or false, never a guess."
     at = lambda c: c if isinstance(c, int) else cols.index(c)
     fi, li = at(read["fn_col"]), at(read["label_col"])
     vi = None if read.get("valid_col") is None else at(read["valid_col"])
@@ -322,12 +329,12 @@ def check_labels_against_rows(dls, base: Path, cols: list | None, rows: list[lis
     for p, l, split in loaded:
         row = first[p]
         v = row[li]
-        if not multi: assert dls.classes[l] == str(v), (p, row)
+        if not multi: assert dls.classes[l] == str(v).strip(), (p, row)
         else:
             want = (v if isinstance(v, (list, tuple)) else [s for s in str(v).split(delim) if s] if delim and not _is_missing(v)
                     else [] if _is_missing(v) else [v])
-            assert sorted(dls.classes[j] for j in l) == sorted({str(x) for x in want}), (p, row)
-        if vi is not None: assert split == (str(row[vi]).strip().lower() in TRUE_FLAGS), (p, row)
+            assert sorted(dls.classes[j] for j in l) == sorted({str(x).strip() for x in want} - {""}), (p, row)
+        if vi is not None: assert flag_of(row[vi]) is not None and split == flag_of(row[vi]), (p, row)
     assert all(p.is_file() for p, _, _ in loaded) and len({p for p, _, _ in loaded}) == len(loaded)
 
 

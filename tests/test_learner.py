@@ -2,7 +2,7 @@
 
 The notebooks test each module's pieces; these tests run the package as a user would, outside the notebooks (so an
 import that only a notebook's hidden cell provides would fail here), including errors and interruptions."""
-import math, signal, subprocess, sys
+import math, re, signal, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -187,3 +187,97 @@ def test_vision_learner_signature_and_misspelt_options(pets):
     for wrong, right in (("learning_rate", "lr"), ("weight_decay", "wd"), ("callbacks", "cbs"), ("trian_bn", "train_bn")):
         with pytest.raises(LessonkitError, match=rf"vision_learner\(\) has no argument '{wrong}': did you mean {right}\?"):
             vision_learner(pets, "mobilenet_v2", **{wrong: 1})
+
+
+# ------------------------------------------------------------------- issue 19: bad numbers, tiny data, loaded learners
+@pytest.fixture(scope="module")
+def small():
+    "Two classes at 16 px: 8 training images (4 batches of 2) and 12 validation images."
+    files = [f for c in ("cat", "dog") for f in sorted((ROOT / "data/cifar10/train" / c).glob("*.jpg"))[:10]]
+    return DataLoaders.from_lists(ROOT, files, [f.parent.name for f in files], valid_pct=0.6, size=16, bs=2,
+                                  device="cpu", num_workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(small):
+    "A learner after a good fit, whose weights the refused calls below must leave alone."
+    set_seed(0)
+    learn = vision_learner(small, "mobilenet_v2", pretrained=False)
+    learn.fit_one_cycle(1, 1e-3)
+    return learn
+
+
+def _state(learn) -> dict: return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+
+
+def test_one_cycle_when_the_warm_up_is_one_step(small):
+    "8 images at bs=2 for one epoch: 4 steps x pct_start 0.25 = 1, where torch's OneCycleLR divides by zero."
+    assert len(small.train) == 4
+    set_seed(0)
+    learn = vision_learner(small, "mobilenet_v2", pretrained=False)
+    before = _state(learn)
+    learn.fit_one_cycle(1, 1e-3)
+    head = [lrs[-1] for lrs in learn.recorder.lrs]
+    assert len(head) == 4 and math.isclose(head[0], 1e-3 / 25) and math.isclose(head[-1], 1e-3 / 1e5, rel_tol=1e-3)
+    assert head[1] > head[2] > head[3] and all(math.isfinite(l) for l in learn.recorder.losses)
+    assert any(not torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())   # it trained
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda l: l.fit_one_cycle(1, lr_max=float("nan")), "lr_max must be a finite number > 0 and <= 1e+30, not nan"),
+    (lambda l: l.fit_one_cycle(1, lr_max=float("inf")), "lr_max must be a finite number > 0 and <= 1e+30, not inf"),
+    (lambda l: l.fit_one_cycle(2, lr_max=-1), "lr_max must be a finite number > 0 and <= 1e+30, not -1"),
+    (lambda l: l.fit_one_cycle(1, lr_max=slice(0, 1e-3)), "lr_max's start must be None or a finite number > 0 and <= 1e+30, not 0"),
+    (lambda l: l.fit(1, lr=[1e-3, float("nan"), 1e-3]), "lr[1] must be a finite number > 0 and <= 1e+30, not nan"),
+    (lambda l: l.fit_one_cycle(1.5), "n_epoch must be a whole number >= 1, not 1.5"),
+    (lambda l: l.fit(0), "n_epoch must be a whole number >= 1, not 0"),
+    (lambda l: l.fit_one_cycle(1, pct_start=2), "pct_start must be a finite number >= 0 and <= 1, not 2"),
+    (lambda l: l.fit_one_cycle(1, div=0), "div must be a finite number > 0, not 0"),
+    (lambda l: l.fine_tune(1, base_lr=float("nan")), "base_lr must be a finite number > 0 and <= 1e+30, not nan"),
+    (lambda l: l.fine_tune(0), "epochs must be a whole number >= 1, not 0"),
+    (lambda l: l.lr_find(start_lr=-1), "start_lr must be a finite number > 0 and <= 1e+30, not -1"),
+    (lambda l: l.lr_find(start_lr=1, end_lr=1e-3), "end_lr (0.001) must be above start_lr (1)"),
+    (lambda l: l.lr_find(num_it=0), "num_it must be a whole number >= 2, not 0"),
+    (lambda l: l.tta(n=0), "n must be a whole number >= 1, not 0"),
+    (lambda l: l.predict(PETS / "Abyssinian_12.jpg", thresh=2), "thresh must be a finite number >= 0 and <= 1, not 2"),
+    (lambda l: l.freeze_to("all"), "n must be a whole number, not 'all' (a string)"),
+], ids=["nan-rate", "inf-rate", "negative-rate", "zero-slice", "nan-in-list", "epochs-1.5", "epochs-0", "pct_start",
+        "div", "fine_tune-rate", "fine_tune-0", "lr_find-start", "lr_find-order", "lr_find-num_it", "tta-0", "thresh",
+        "freeze_to"])
+def test_bad_numbers_are_refused_and_change_nothing(fitted, call, message):
+    "Items 1 and 2 of issue 19: a NaN, infinite or negative rate (and other wrong numbers) after a good fit is refused, "
+    "naming the argument; the weights stay as they were and predictions stay finite."
+    before = _state(fitted)
+    with pytest.raises(LessonkitError) as e: call(fitted)
+    assert message in str(e.value)
+    after = fitted.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    label, i, probs = fitted.predict(PETS / "Abyssinian_12.jpg")
+    assert torch.isfinite(probs).all() and label == fitted.classes[i]
+
+
+def test_learner_arguments_are_checked(small):
+    with pytest.raises(LessonkitError, match=re.escape("lr must be a finite number > 0 and <= 1e+30, not -1")): vision_learner(small, lr=-1)
+    with pytest.raises(LessonkitError, match="wd must be a finite number >= 0, not nan"): vision_learner(small, wd=float("nan"))
+    with pytest.raises(LessonkitError, match=r"dls must be a DataLoaders .* not 'data/pets' \(a string\)"):
+        vision_learner("data/pets")
+    with pytest.raises(LessonkitError, match=r"make one, EarlyStoppingCallback\(\.\.\.\)"):
+        from lessonkit.callbacks import EarlyStoppingCallback
+        vision_learner(small, cbs=[EarlyStoppingCallback])
+    with pytest.raises(LessonkitError, match="metrics must be a function"): vision_learner(small, metrics=["accuracy"])
+    with pytest.raises(LessonkitError, match="n_out must be None or a whole number >= 1, not 0"): vision_learner(small, n_out=0)
+    with pytest.raises(LessonkitError, match="device must be 'cpu', 'cuda'"): vision_learner(small, device="gpu")
+
+
+def test_a_batch_of_one_image_is_refused_with_a_reason(small, tmp_path):
+    "One training image (or bs=1) cannot train BatchNorm layers: a clear error before anything changes."
+    files = sorted(PETS.glob("*.jpg"))[:2]
+    with pytest.warns(Warning):   # one class has no training image: a warning of its own
+        one = DataLoaders.from_lists(PETS, files, ["a", "b"], valid_pct=0.5, size=16, device="cpu", progress=False)
+    learn = vision_learner(one, "mobilenet_v2", pretrained=False)
+    before = _state(learn)
+    with pytest.raises(LessonkitError, match=r"A training batch would hold a single image \(the training set has 1 image"):
+        learn.fit_one_cycle(1)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(LessonkitError, match=r"bs=1\), and the model's BatchNorm layers cannot train on one image"):
+        vision_learner(small.new(bs=1), "mobilenet_v2", pretrained=False).fit(1)

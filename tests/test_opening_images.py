@@ -1,13 +1,15 @@
 """One way to open an image, everywhere: a photo is seen the same way when it is trained on, predicted from its file,
 from its bytes (an upload) or from a PIL image, and shown as a thumbnail: upright by its EXIF orientation, with
 transparent parts on white. The photos here store their pixels sideways with the EXIF tag that says so, as phones do."""
-import datetime
+import datetime, io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from lessonkit.core import LessonkitError
 from lessonkit.data import DataLoaders
 from lessonkit.interpret import load_thumb
 from lessonkit.learner import vision_learner
@@ -85,3 +87,38 @@ def test_thumbnails_are_upright(tmp_path):
     photo, raw = sideways(tmp_path)
     w, h = Image.open(photo).size                    # as stored: sideways
     assert w > h and load_thumb(photo, 64).size == (round(64 * h / w), 64) and load_thumb(raw, 64).size == (64, round(64 * h / w))
+
+
+def test_arrays_and_tensors_predict_like_the_picture_they_hold(learn, tmp_path):
+    "fastai's predict takes arrays and tensors: so does lessonkit's, each in its library's order (issue 19)."
+    photo, _ = sideways(tmp_path)
+    pic = Image.open(photo)
+    upright = np.asarray(pic.transpose(Image.Transpose.ROTATE_270))   # what the EXIF tag says to show
+    p = learn.predict(photo)[2]
+    for x in (upright, torch.from_numpy(upright).permute(2, 0, 1), torch.from_numpy(upright).permute(2, 0, 1) / 255.,
+              torch.from_numpy(upright).permute(2, 0, 1)[None]):
+        label, i, q = learn.predict(x)
+        assert label == learn.classes[i] and (q - p).abs().max() < 2e-3, type(x)
+
+
+@pytest.mark.parametrize("item, reason", [
+    (Image.new("RGB", (0, 0)), "the image has no pixels (0 x 0)"),
+    (np.zeros((0, 5, 3), np.uint8), "has no pixels"),
+    (np.zeros((8, 8, 5), np.uint8), "array of shape (8, 8, 5) is not an image"),
+    (np.full((8, 8, 3), 300.0), "floats must be in [0, 1]"),
+    (np.full((8, 8), np.nan), "NaN or infinite"),
+    (torch.rand(2, 3, 8, 8), "tensor of shape (2, 3, 8, 8) is not an image"),
+    (np.array(["a", "b"]), "is not an image"),
+    (b"\x89PNG\r\n", "starts like a PNG but Pillow cannot decode it"),
+    (None, "not None"),
+    (3.5, "not 3.5"),
+], ids=["0x0", "empty-array", "5-channels", "floats-0-255", "nan", "batch-of-2", "strings", "truncated-png", "None", "float"])
+def test_what_cannot_be_an_image_is_an_error_never_a_label(learn, item, reason):
+    with pytest.raises(LessonkitError) as e: learn.predict(item)
+    assert reason in str(e.value)
+
+
+def test_a_closed_pil_image_says_so(learn, tmp_path):
+    photo, _ = sideways(tmp_path)
+    with Image.open(photo) as im: pass
+    with pytest.raises(LessonkitError, match="the PIL image is closed"): learn.predict(im)

@@ -239,6 +239,23 @@ def test_non_finite_gradient_is_never_applied(dls):
     assert same(weights(learn), snap.after) and len(learn.recorder.losses) == 3
 
 
+
+def test_a_non_finite_learning_rate_is_never_applied(dls):
+    "A rate that becomes NaN mid-fit (set by a callback or a scheduler: the rates users give are checked where they give "
+    "them) stops training before the step, with the weights of the last good step, all finite (issue 19, item 1)."
+    class NaNRate(Callback):
+        order = -10   # after a scheduler has set the step's rates
+        def before_batch(self):
+            if self.learn.training and self.learn.iter == 2:
+                for g in self.learn.opt.param_groups: g["lr"] = float("nan")
+    set_seed(0)
+    learn = tiny_learner(dls)
+    snap = Snapshot()
+    with pytest.raises(NonFiniteError, match=r"learning rate about to be applied is \[nan.*epoch 0, training batch 2"):
+        learn.fit(1, 1e-3, cbs=[snap, NaNRate()])
+    assert same(weights(learn), snap.after) and len(learn.recorder.losses) == 2
+    assert all(torch.isfinite(v).all() for v in weights(learn).values() if v.is_floating_point())
+
 def test_lr_find_stops_at_nan_and_restores_the_model(dls):
     set_seed(0)
     learn = tiny_learner(dls)
