@@ -1,6 +1,6 @@
 """How good is the Pets lesson's final model on Pets photos it has never seen?
 
-    python bench/pets_unseen.py [--seeds 0 1 2] [--src ../shared/data]
+    python bench/pets_unseen.py [--seeds 0 1 2] [--src ../shared/data] [--jobs 1]
 
 `data/build.py` keeps one photo of each of the 37 breeds out of `data/pets` (`pets_split`: 37 photos, listed in
 data/README.md). For each seed this script runs the lesson `nbs/lessons/01_pets.ipynb` in sample mode, in a fresh
@@ -79,6 +79,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--src", type=Path, default=ROOT.parent.parent / "shared" / "data")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds run at once (on a shared machine: its share grows)")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # one seed, in this process
     a = ap.parse_args()
     if not (a.src / "oxford-iiit-pet" / "images").is_dir():
@@ -88,13 +89,17 @@ def main():
         return
     n_held = len(held_out(a.src))
     per_seed, loads = {}, []
-    for seed in a.seeds:  # one fresh process per seed: nothing cached or seeded carries over from the last run
-        loads.append(load1())
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-        r = subprocess.run([sys.executable, __file__, "--worker", str(seed), "--src", str(a.src.resolve())],
-                           env=env, capture_output=True, text=True, cwd=ROOT)
-        if r.returncode: sys.exit(f"seed {seed} failed:\n{(r.stdout + r.stderr)[-4000:]}")
-        per_seed[str(seed)] = json.loads(r.stdout.strip().splitlines()[-1])
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    start = lambda seed: subprocess.Popen([sys.executable, __file__, "--worker", str(seed), "--src", str(a.src.resolve())],
+                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    todo, running = list(a.seeds), []
+    while todo or running:  # one fresh process per seed: nothing cached or seeded carries over from another run
+        while todo and len(running) < max(1, a.jobs):
+            loads.append(load1()); seed = todo.pop(0); running.append((seed, start(seed)))
+        seed, proc = running.pop(0)
+        out, err = proc.communicate()
+        if proc.returncode: sys.exit(f"seed {seed} failed:\n{(out + err)[-4000:]}")
+        per_seed[str(seed)] = json.loads(out.strip().splitlines()[-1])
         s = per_seed[str(seed)]
         print(f"seed {seed}: {s['correct']}/{s['n']} = {s['accuracy']:.3f} on unseen photos "
               f"(validation {s['valid_accuracy']}, lesson {s['lesson_wall_s']} s wall, {s['lesson_cpu_s']} s cpu)",
@@ -104,7 +109,7 @@ def main():
     details = {"what": f"accuracy of the Pets lesson's final learner (sample mode) on the {n_held} held-out Pets "
                        "originals (one per breed, never in data/), one lesson run per training seed",
                "target": f">= {TARGET} median and on every seed", "target_met": med >= TARGET and min(accs) >= TARGET,
-               "min": min(accs), "max": max(accs), "one_image_is": round(1 / n_held, 4), "seeds": a.seeds,
+               "min": min(accs), "max": max(accs), "one_image_is": round(1 / n_held, 4), "seeds": a.seeds, "jobs": a.jobs,
                "load_1min_at_start": loads, "per_seed": per_seed}
     out = result("pets_unseen", "accuracy", False, med, None, None, len(accs), details)
     write_result(out)
