@@ -1,6 +1,6 @@
 """Build the small bundled sample sets in `data/` from the real images in `../shared/data/`.
 
-Run from the repository root:  python data/build.py [--src ../shared/data] [--only vehicles ...]
+Run from the repository root:  python data/build.py [--src ../shared/data] [--only pets vehicles ...]
 
 Deterministic: the same source gives byte-identical output (sorted file lists, a fixed seed, fixed JPEG settings).
 The project never needs the source to run or test; this script only documents and repeats how `data/` was made.
@@ -14,14 +14,16 @@ SEED = 42
 QUALITY = 85
 
 
-def save_small(src: Path, dst: Path, max_side: int | None):
-    "Re-encode `src` as JPEG at `dst`, shrunk so its longer side is at most `max_side`; keeps the image mode's look."
+def save_small(src: Path, dst: Path, max_side: int | None = None, short_side: int | None = None):
+    """Re-encode `src` as JPEG at `dst`, shrunk so its longer side is at most `max_side` (or its shorter side at most
+    `short_side`); keeps the image mode's look."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(src) as im:
         im.load()
-        if max_side and max(im.size) > max_side:
-            scale = max_side / max(im.size)
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+        w, h = im.size
+        scale = min(1.0, max_side / max(w, h) if max_side else 1.0, short_side / min(w, h) if short_side else 1.0)
+        if scale < 1:
+            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
         # Keep greyscale images greyscale (real data the loaders must handle); everything else becomes RGB for JPEG.
         if im.mode not in ("L", "RGB"): im = im.convert("RGB")
         im.save(dst, "JPEG", quality=QUALITY, optimize=True)
@@ -30,10 +32,28 @@ def save_small(src: Path, dst: Path, max_side: int | None):
 def stable_int(s: str) -> int: return int(hashlib.sha256(s.encode()).hexdigest()[:8], 16)
 
 
+PETS_SIDE = 224  # the shorter side of the bundled Pets images: the lesson's final model trains at 224 px
+PETS_HELD_OUT = (3,)  # positions (by file name, per breed) of the images kept OUT of data/ for bench/pets_unseen.py
+
+
+def pets_split(src: Path) -> tuple[list[Path], list[Path]]:
+    """The shared Pets images (7 per breed) as (bundled, held out). Held out: the 4th image by file name of each
+    breed (37 in all), never copied into data/, so bench/pets_unseen.py can measure the lesson's final model on photos
+    it has never seen. A fixed position, not a random draw: the images the package's own tests name (the first by
+    name, e.g. `Abyssinian_101.jpg`, and the last three of each breed) stay bundled."""
+    by_breed: dict[str, list[Path]] = {}
+    for p in sorted((src / "oxford-iiit-pet/images").glob("*.jpg")): by_breed.setdefault(p.name.rsplit("_", 1)[0], []).append(p)
+    kept, held = [], []
+    for breed in sorted(by_breed):
+        for i, p in enumerate(by_breed[breed]): (held if i in PETS_HELD_OUT else kept).append(p)
+    return kept, held
+
+
 def build_pets(src: Path, out: Path):
-    "All 259 images (7 per breed, 37 breeds), names unchanged so the regex labelling is the real one."
-    for p in sorted((src / "oxford-iiit-pet/images").glob("*.jpg")):
-        save_small(p, out / "pets/images" / p.name, 160)
+    """6 images per breed (222 of the shared 259; see `pets_split` for the 37 held out), names unchanged so the regex
+    labelling is the real one, the shorter side shrunk to `PETS_SIDE` so the lesson can train at 224 px."""
+    for p in pets_split(src)[0]:
+        save_small(p, out / "pets/images" / p.name, short_side=PETS_SIDE)
 
 
 def build_cifar(src: Path, out: Path, n_train=150, n_test=50):

@@ -31,7 +31,8 @@ def _fresh(tmp_path, monkeypatch):
 
 def pets_copy(tmp_path, n=24) -> Path:
     d = tmp_path / "pets"; d.mkdir()
-    for f in sorted(PETS.glob("*.jpg"))[::259 // n][:n]: shutil.copy(f, d / f.name)
+    files = sorted(PETS.glob("*.jpg"))
+    for f in files[::len(files) // n][:n]: shutil.copy(f, d / f.name)  # n files spread over the breeds
     return d
 
 
@@ -233,7 +234,8 @@ def _csv(tmp_path, rows, header="fname,label") -> Path:
 
 
 def _rows(tmp_path) -> list[str]:
-    return [f"{f.name},{re.match(PAT, f.name)[1]}" for f in sorted(PETS.glob("*.jpg"))[::259 // 12][:12]]
+    files = sorted(PETS.glob("*.jpg"))
+    return [f"{f.name},{re.match(PAT, f.name)[1]}" for f in files[::len(files) // 12][:12]]
 
 
 def test_csv_rows_naming_missing_files(tmp_path):

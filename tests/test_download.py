@@ -291,6 +291,6 @@ def test_registry_matches_fastai_checks():
 def test_every_sample_is_bundled():
     for name in DATASETS:
         assert sample_path(name).is_dir(), name
-    assert len(list((sample_path("pets") / "images").glob("*.jpg"))) == 259
+    assert len(list((sample_path("pets") / "images").glob("*.jpg"))) == 222
     with pytest.raises(LessonkitError, match="no public download"):
         untar_data("vehicles")
