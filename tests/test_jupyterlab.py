@@ -1,14 +1,15 @@
 """The lessons as a learner sees them: JupyterLab runs a lesson through its own UI (menu Run > Run All Cells), in a
 real Chromium driven by Playwright, and the test reads the rendered page.
 
-Set-up, as the README's "Opening the lessons" says a learner does it: `jupyter lab nbs/lessons/`, run from the root of
-a copy of the repository's layout (a temporary folder holding `nbs/lessons/<lesson>` and a link to `data/`), with the
-test's own plumbing added: 127.0.0.1, a free port, a random token, `--no-browser`, `--allow-root`, private Jupyter
-config/data/runtime/settings/workspace folders (the settings turn JupyterLab's news and update checks off). The kernel
-imports this checkout's lessonkit (`PYTHONPATH`), runs with no `IN_TEST` (so progress bars, the live loss plot and the
-widgets are the ones a learner gets) and, with no GPU, runs the lesson in sample mode. The server runs in its own
-process group and is stopped by its PID. Chromium is Debian's (`tools/setup_browser.sh`), driven through
-`executable_path` (never `playwright install`). Anything missing makes the test FAIL: it never skips.
+Set-up, as the README's "Opening the lessons" says a learner does it: the command it gives (read from README.md:
+`.venv/bin/jupyter lab nbs/lessons/`), run from the root of a copy of the repository's layout (a temporary folder
+holding `nbs/lessons/<lesson>` and a link to `data/`), with the test's own plumbing added: 127.0.0.1, a free port, a
+random token, `--no-browser`, `--allow-root`, private Jupyter config/data/runtime/settings/workspace folders (the
+settings turn JupyterLab's news and update checks off). The kernel imports this checkout's lessonkit (`PYTHONPATH`),
+runs with no `IN_TEST` (so progress bars, the live loss plot and the widgets are the ones a learner gets) and, with no
+GPU, runs the lesson in sample mode. The server runs in its own process group and is stopped by its PID. Chromium is
+Debian's (`tools/setup_browser.sh`), driven through `executable_path` (never `playwright install`). Anything missing
+makes the test FAIL: it never skips.
 
 Which lessons: Pets (01) always -- it is the one that runs in CI. The others run when asked for with
 `LESSONKIT_BROWSER_LESSONS`: `all`, or names (`02_cifar10,03_vehicles` or `cifar10`), or paths to notebooks
@@ -20,7 +21,8 @@ After Run All, with the kernel idle, the test asserts from the DOM:
   rendered text with a traceback or an exception name (`...Error`);
 - no output shows a raw repr: `<Figure size ...>`, `LRFindResult(`, `<... object at 0x...>`;
 - every cell *meant to draw* shows at least one decoded image. The rule, read from each code cell's source with
-  comments and strings left out: the cell calls `show_batch(`, `plot(` or `plot_<something>(` (e.g.
+  comments and strings left out, in cells for the reader (not `#| hide`: the lesson's checks; not `#| export`:
+  definitions): the cell calls `show_batch(`, `plot(` or `plot_<something>(` (e.g.
   `learn.recorder.plot_loss()`, `interp.plot_top_losses(9)`, `lr.plot()`), `lr_find(` (its plot, or an explorer's
   chart), a widget (`mistakes_browser(`, `lr_find_explorer(`, `upload_predict(`, `image_cleaner(`), or trains
   (`fit_one_cycle(`, `fit(`, `fine_tune(`: the live loss plot, unless the cell calls `remove_cb(`);
@@ -28,16 +30,17 @@ After Run All, with the kernel idle, the test asserts from the DOM:
   and widget chart counted together;
 - no progress bar is left in the error state (ipywidgets' `progress-bar-danger`, which tqdm sets on a bar closed
   before its end);
-- each widget the lesson calls (found from the source the same way) is rendered once per cell that calls it, and
+- each widget the lesson calls (found from the source the same way) is rendered once in each cell that calls it, and
   responds to a real click or file choice: the mistakes browser's Next button shows the next page; each LR-finder
   explorer's suggestion buttons move the slider and the label together (and its chart is drawn at twice its shown
   size: sharp); the image cleaner marks a file 'delete' from its dropdown; upload-and-predict shows a label for a
   photo chosen through its file input (the file dialog the upload button opens).
 
 Screenshots go to tests/artifacts/ (gitignored): jupyterlab_<lesson>_cell<NN>.png for each cell meant to draw,
-jupyterlab_<lesson>_<widget><i>.png after each interaction, and jupyterlab_<lesson>_failed.png when the run fails.
+jupyterlab_<lesson>_cell<NN>_<widget>.png after each widget's interaction, and jupyterlab_<lesson>_failed.png when the
+run fails.
 """
-import io, json, os, re, secrets, shutil, signal, socket, subprocess, sys, time, tokenize, urllib.error, urllib.request
+import io, json, os, re, secrets, shlex, shutil, signal, socket, subprocess, sys, time, tokenize, urllib.error, urllib.request
 from pathlib import Path
 
 import pytest
@@ -88,7 +91,12 @@ def _calls(src: str, names: str) -> set[str]:
     return {m.group(1) for m in re.finditer(rf"(?<![\w])({names})\s*\(", code)
             if not re.search(r"\bdef\s*$", code[:m.start()])}
 
+def _for_the_reader(src: str) -> bool:
+    "Not a `#| hide` cell (the lesson's checks) or an `#| export` cell (definitions: a call in a body runs later)."
+    return not re.search(r"^#\|\s*(hide|export)\b", src, re.M)
+
 def _meant_to_draw(src: str) -> bool:
+    if not _for_the_reader(src): return False
     calls = _calls(src, DRAWS)
     if calls <= {"fit_one_cycle", "fit", "fine_tune"} and "remove_cb" in _code_only(src): return False
     return bool(calls)
@@ -113,6 +121,16 @@ def _stop(proc: subprocess.Popen):
             except subprocess.TimeoutExpired: proc.kill(); proc.wait(5)
     try: os.killpg(proc.pid, signal.SIGKILL)  # any kernel left behind in the group we created
     except ProcessLookupError: pass
+
+
+def _readme_command() -> list[str]:
+    "The command the README's 'Opening the lessons' gives for JupyterLab (`.venv/bin/jupyter lab nbs/lessons/`)."
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"\*\*JupyterLab\*\*.*?`\.venv/bin/(jupyter lab [^`]*)`", readme, re.S)
+    assert m, "README.md: the JupyterLab bullet of 'Opening the lessons' gives no `.venv/bin/jupyter lab ...` command"
+    command = shlex.split(m.group(1))
+    assert "nbs/lessons/" in command or "nbs/lessons" in command, f"README.md's command {command} opens no lessons"
+    return command
 
 
 class Lab:
@@ -145,7 +163,8 @@ def lab(tmp_path_factory):
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    jupyter = Path(sys.executable).with_name("jupyter")
+    command = _readme_command()
+    jupyter = Path(sys.executable).with_name(command[0])
     assert jupyter.exists(), f"jupyter is not installed in {jupyter.parent}: pip install -e '.[dev]'"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
@@ -158,7 +177,7 @@ def lab(tmp_path_factory):
     log_path = tmp / "jupyterlab.log"
     log = open(log_path, "w")
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(jupyter), "lab", "nbs/lessons/",  # the README's command, from the course's root
+    proc = subprocess.Popen([str(jupyter), *command[1:],  # the README's command, from the course's root
                              "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1", "--allow-root",
                              f"--IdentityProvider.token={token}"],
                             cwd=course, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -345,7 +364,8 @@ def test_lesson_in_jupyterlab(lesson: Path, lab: Lab, browser):
     cells = nb["cells"]
     sources = ["".join(c["source"]) if c["cell_type"] == "code" else "" for c in cells]
     code = [i for i, c in enumerate(cells) if c["cell_type"] == "code"]
-    widget_cells = {w: [i for i in code if w in _calls(sources[i], "|".join(WIDGETS))] for w in WIDGETS}
+    widget_cells = {w: [i for i in code if _for_the_reader(sources[i]) and w in _calls(sources[i], "|".join(WIDGETS))]
+                    for w in WIDGETS}
     ARTIFACTS.mkdir(exist_ok=True)
     stem, page = lesson.stem, browser.new_page()
     js_errors = []
@@ -385,23 +405,22 @@ def test_lesson_in_jupyterlab(lesson: Path, lab: Lab, browser):
                 cell = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(i)
                 cell.scroll_into_view_if_needed()
                 cell.screenshot(path=str(ARTIFACTS / f"jupyterlab_{stem}_cell{i:02d}.png"))
-            if "lr_find" in _calls(sources[i], "lr_find") and len(imgs) != 1:
+            if _for_the_reader(sources[i]) and "lr_find" in _calls(sources[i], "lr_find") and len(imgs) != 1:
                 problems.append(f"{where}: calls lr_find, shows {len(imgs)} images (one LR-finder figure expected)")
 
         photo = _photo_for(lesson)
         for w, at in widget_cells.items():
-            roots = page.locator(f".jp-NotebookPanel .jp-Notebook {WIDGETS[w]}")
-            if roots.count() != len(at):
-                problems.append(f"{w}: called in cells {at}, {roots.count()} rendered")
-                continue
-            for k in range(len(at)):
-                root = roots.nth(k)
-                root.scroll_into_view_if_needed()
+            for i in at:
+                roots = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(i).locator(WIDGETS[w])
+                if roots.count() != 1:
+                    problems.append(f"cell {i}: calls {w}, {roots.count()} rendered (one expected)")
+                    continue
+                roots.scroll_into_view_if_needed()
                 try:
-                    if w == "upload_predict": _try_upload_predict(page, root, photo)
-                    else: globals()[f"_try_{w}"](page, root)
-                except AssertionError as e: problems.append(f"cell {at[k]}: {e}")
-                root.screenshot(path=str(ARTIFACTS / f"jupyterlab_{stem}_{w}{k}.png"))
+                    if w == "upload_predict": _try_upload_predict(page, roots, photo)
+                    else: globals()[f"_try_{w}"](page, roots)
+                except AssertionError as e: problems.append(f"cell {i}: {e}")
+                roots.screenshot(path=str(ARTIFACTS / f"jupyterlab_{stem}_cell{i:02d}_{w}.png"))
         assert not problems, f"{stem}:\n" + "\n".join(problems)
         assert not js_errors, f"{stem}: JavaScript errors in the page: {js_errors}"
         print(f"{stem}: {sum(map(_meant_to_draw, sources))} drawing cells and "
