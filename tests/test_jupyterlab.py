@@ -8,9 +8,9 @@ random token, `--no-browser`, `--allow-root`, `--LabApp.expose_app_in_browser` (
 the page's notebook model), private Jupyter config/data/runtime/settings/workspace folders (the settings turn
 JupyterLab's news and update checks off). The kernel imports this checkout's lessonkit (`PYTHONPATH`), runs with no
 `IN_TEST` (so progress bars, the live loss plot and the widgets are the ones a learner gets) and, with no GPU, runs
-the lesson in sample mode. The server runs in its own process group and is stopped by its PID. Chromium is Debian's
-(`tools/setup_browser.sh`), driven through `executable_path` (never `playwright install`). Anything missing makes the
-test FAIL: it never skips.
+the lesson in sample mode. The server runs in its own process group and is stopped by its PID, as is any kernel it
+leaves. Chromium is Debian's (`tools/setup_browser.sh`), driven through `executable_path` (never `playwright
+install`). Anything missing makes the test FAIL: it never skips.
 
 Which lessons: Pets (01) always -- it is the one that runs in CI. The others run when asked for with
 `LESSONKIT_BROWSER_LESSONS`: `all`, or names (`02_cifar10,03_vehicles` or `cifar10`), or paths to notebooks
@@ -112,8 +112,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen):
-    "Stop the server we started, by its PID (and its kernels, which share its new process group)."
+def _kernels_started_by(runtime: Path) -> list[int]:
+    "PIDs of kernels whose connection file is in `runtime` (our server's private runtime folder, so only ours)."
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and str(runtime) in (d / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(d.name))
+        except OSError: pass
+    return pids
+
+
+def _stop(proc: subprocess.Popen, runtime: Path):
+    """Stop the server we started, by its PID; then any kernel of it still alive, by its PID (jupyter_client starts
+    each kernel in a session of its own, so the server's process group does not hold them)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)  # jupyter_server shuts its kernels down cleanly on SIGINT/SIGTERM
         try: proc.wait(10)
@@ -121,8 +133,11 @@ def _stop(proc: subprocess.Popen):
             proc.terminate()
             try: proc.wait(5)
             except subprocess.TimeoutExpired: proc.kill(); proc.wait(5)
-    try: os.killpg(proc.pid, signal.SIGKILL)  # any kernel left behind in the group we created
+    try: os.killpg(proc.pid, signal.SIGKILL)  # anything else left in the group we created
     except ProcessLookupError: pass
+    for pid in _kernels_started_by(runtime):
+        try: os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError: pass
 
 
 def _readme_command() -> list[str]:
@@ -200,7 +215,7 @@ def lab(tmp_path_factory):
         print(f"jupyter lab listening after {time.monotonic() - t0:.1f}s")
         yield Lab(url, token, course / "nbs" / "lessons")
     finally:
-        _stop(proc)
+        _stop(proc, tmp / "runtime")
         log.close()
         print(log_path.read_text()[-2000:])
 
