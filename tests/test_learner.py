@@ -23,10 +23,11 @@ PETS = ROOT / "data" / "pets" / "images"
 
 @pytest.fixture(scope="module")
 def pets():
-    "Cats vs dogs on the bundled Pets sample (cat breeds are capitalised), 64 px: 207 training, 52 validation images."
+    "Cats vs dogs on the bundled Pets sample (cat breeds are capitalised), 96 px: 178 training, 44 validation images."
+    # 96 px, not 64: on the 224-px photos bundled now, 2 frozen epochs at 64 px raised the validation loss (0.78 -> 0.93)
     files = sorted(PETS.glob("*.jpg"))
     labels = ["cat" if f.name[0].isupper() else "dog" for f in files]
-    return DataLoaders.from_lists(PETS, files, labels, valid_pct=0.2, seed=42, size=64, bs=32, progress=False)
+    return DataLoaders.from_lists(PETS, files, labels, valid_pct=0.2, seed=42, size=96, bs=32, progress=False)
 
 
 class StopAfter(Callback):
