@@ -34,7 +34,8 @@ def learn():
 def sideways(tmp_path: Path, name: str = "phone.jpg") -> tuple[Path, Path]:
     "A Pets photo stored rotated, with EXIF orientation 6 ('rotate 90 degrees clockwise to show'), and the same pixels "
     "without the tag (what a program that ignores EXIF sees)."
-    upright = Image.open(sorted(PETS.glob("*.jpg"))[3]).convert("RGB")
+    portrait = next(p for p in sorted(PETS.glob("*.jpg")) if (lambda w, h: h > w)(*Image.open(p).size))
+    upright = Image.open(portrait).convert("RGB")                  # taller than wide: stored sideways, wider than tall
     stored = upright.transpose(Image.Transpose.ROTATE_90)          # counter-clockwise: the tag turns it back
     exif = Image.Exif(); exif[0x0112] = 6
     stored.save(tmp_path / name, quality=95, exif=exif.tobytes())

@@ -320,6 +320,7 @@ def write_sites(tree: ast.AST, allowed_funcs: set[str] = frozenset()) -> list[as
         if name == "open" and owner in ("", "io", "os"):
             mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
             writes = not (mode is None or (isinstance(mode, ast.Constant) and set(str(mode.value)) <= set("rbt")))
+            if first is not None and ast.unparse(first) == "os.devnull": writes = False  # discards: no file to keep whole
         if not writes: continue
         p, func, atomic = node, None, False
         while p in parents:

@@ -164,13 +164,14 @@ def _figures_loaded(pg) -> list[int]:
     return pg.eval_on_selector_all("article img", "els => els.map(e => e.naturalWidth)")
 
 
-def _cell_outputs(pg, code: str) -> list[dict]:
-    "For each code cell whose source contains `code`: its output's text and the naturalWidth of its images."
-    return pg.evaluate("""code => [...document.querySelectorAll('div.cell')]
-        .filter(c => (c.querySelector('.cell_input') || {innerText: ''}).innerText.includes(code))
+def _cell_outputs(pg, code: str, regex: bool = False) -> list[dict]:
+    "For each code cell whose source contains `code` (or matches it, a JS regex): its output's text and images' naturalWidth."
+    return pg.evaluate("""([code, regex]) => [...document.querySelectorAll('div.cell')]
+        .filter(c => { const src = (c.querySelector('.cell_input') || {innerText: ''}).innerText;
+                       return regex ? new RegExp(code, 'm').test(src) : src.includes(code); })
         .map(c => { const o = c.querySelector('.cell_output');
                     return {text: o ? o.innerText : '', tables: o ? o.querySelectorAll('table').length : 0,
-                            images: o ? [...o.querySelectorAll('img')].map(i => i.naturalWidth) : []}; })""", code)
+                            images: o ? [...o.querySelectorAll('img')].map(i => i.naturalWidth) : []}; })""", [code, regex])
 
 
 def test_site_in_browser(browser_page):
@@ -198,7 +199,8 @@ def test_site_in_browser(browser_page):
         assert outputs >= 3 and all(w > 0 for w in widths), (nb.stem, outputs, widths)   # plots, all decoded
         source = nb.read_text(encoding="utf8")
         if "lr_find(" in source:
-            lr = _cell_outputs(pg, "lr_find(")
+            # cells that call it (a line starting `learn.lr_find(` or `x = learn.lr_find(`), not text that names it
+            lr = _cell_outputs(pg, r"^\s*([\w, ]+=\s*)?learn\.lr_find\(", regex=True)
             assert lr and all(any(w > 0 for w in c["images"]) for c in lr), (nb.stem, lr)   # each LR finder shows its figure
         results = _cell_outputs(pg, "record_results(")
         assert len(results) == 1, (nb.stem, results)

@@ -98,6 +98,10 @@ def _public_names(body: str, public: set) -> list[tuple[str, str, str]]:
     for node in ast.parse(body).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): out.append((node.name, "autofunction", ""))
         elif isinstance(node, ast.ClassDef): out.append((node.name, "autoclass", ""))
+        elif (isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["_all_"]
+              and isinstance(node.value, ast.List)):  # nbdev's `_all_`: public names made at run time (display.NotebookFigure)
+            out += [(e.value, "autoclass" if e.value[:1].isupper() else "autofunction", "") for e in node.value.elts
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)]
         elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             value = ast.get_source_segment(body, node.value) or ""
             opts = f"\n   :value: {value}" if len(value) <= 80 and "\n" not in value else ""   # not a whole table
