@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from chromium_launch import chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "widgets.ipynb"
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = os.environ.get("LESSONKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_S, RENDER_S, REACT_S = 60, 60, 20
 
 
@@ -89,22 +88,14 @@ def voila_url(tmp_path_factory):
 def page(tmp_path_factory, voila_url):
     "The widgets notebook, opened once in a fresh headless Chromium (system chromium, private profile)."
     tmp_path = tmp_path_factory.mktemp("chrome")
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run tools/setup_browser.sh (installs Debian's chromium)"
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp_path / "chrome-profile"), executable_path=CHROMIUM,
-                                                    headless=True, args=CHROMIUM_FLAGS,
-                                                    viewport={"width": 1100, "height": 900})
-        try:
-            pg = ctx.new_page()
-            errors = []
-            pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.js_errors = errors
-            _open(pg, voila_url)
-            yield pg
-            assert not errors, errors
-        finally:
-            ctx.close()
+    with chromium(tmp_path / "chrome-profile", 1100, 900) as ctx:
+        pg = ctx.new_page()
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.js_errors = errors
+        _open(pg, voila_url)
+        yield pg
+        assert not errors, errors
 
 
 def _open(pg, url: str):

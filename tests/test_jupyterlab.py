@@ -47,12 +47,11 @@ from pathlib import Path
 
 import pytest
 
+from chromium_launch import chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "nbs" / "lessons"
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = os.environ.get("LESSONKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_S, OPEN_S, RUN_S, REACT_S = 120, 180, 1800, 60  # generous: the CI machine is small and may be busy
 
 WIDGETS = {"mistakes_browser": ".lessonkit-mistakes", "lr_find_explorer": ".lessonkit-lrfind",
@@ -224,15 +223,9 @@ def lab(tmp_path_factory):
 def browser(tmp_path_factory):
     "A fresh headless Chromium (Debian's, private profile)."
     tmp = tmp_path_factory.mktemp("chrome")
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run tools/setup_browser.sh (installs Debian's chromium)"
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp / "chrome-profile"), executable_path=CHROMIUM,
-                                                    headless=True, args=CHROMIUM_FLAGS,
-                                                    viewport={"width": 1400, "height": 1200})
+    with chromium(tmp / "chrome-profile", 1400, 1200) as ctx:
         ctx.set_default_timeout(REACT_S * 1000)  # no Playwright call waits longer than this unless it says so
-        try: yield ctx
-        finally: ctx.close()
+        yield ctx
 
 
 # --- reading the notebook's DOM ------------------------------------------------------------------------------------

@@ -10,20 +10,19 @@ page, follows the navigation to every lesson and checks that its figures load, t
 results table are there, and that search finds `fit_one_cycle`. Every request to another host is blocked and
 counted: there must be none. Screenshots go to tests/artifacts/site_*.png.
 """
-import html, html.parser, http.server, os, re, sys, threading, time
+import html, html.parser, http.server, re, sys, threading, time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+
+from chromium_launch import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import build_site  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = os.environ.get("LESSONKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LESSONS = sorted((ROOT / "nbs" / "lessons").glob("*.ipynb"))
 LOAD_S = 30
 
@@ -134,14 +133,9 @@ def _serve(folder: Path):
 @pytest.fixture(scope="module")
 def browser_page(site, tmp_path_factory):
     "A Chromium page whose requests outside 127.0.0.1 are blocked and counted, with the site served on 127.0.0.1."
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run tools/setup_browser.sh (installs Debian's chromium)"
-    from playwright.sync_api import sync_playwright
     srv = _serve(site)
     base = f"http://127.0.0.1:{srv.server_address[1]}/"
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chrome")), executable_path=CHROMIUM,
-                                                    headless=True, args=CHROMIUM_FLAGS,
-                                                    viewport={"width": 1280, "height": 900})
+    with chromium(tmp_path_factory.mktemp("chrome"), 1280, 900) as ctx:
         outside, failed, errors = [], [], []
 
         def route(r):
@@ -153,9 +147,7 @@ def browser_page(site, tmp_path_factory):
         pg.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         pg.base, pg.outside, pg.failed, pg.errors = base, outside, failed, errors
         try: yield pg
-        finally:
-            ctx.close()
-            srv.shutdown()
+        finally: srv.shutdown()
 
 
 def _figures_loaded(pg) -> list[int]:
