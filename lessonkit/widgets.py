@@ -103,13 +103,16 @@ def _caption(interp: ClassificationInterpretation, i: int, top: int = 3) -> str:
              f"actual: {html.escape(interp.classes[t])} {interp.probs[i, t]:.2f}"]
     if others: lines.append("also: " + " · ".join(f"{html.escape(_short_name(n, 20))} {q:.2f}" for n, q in others))
     lines.append(f"loss {interp.losses[i]:.2f}")
-    return f"<div style='font-size:11px;line-height:1.3'>{'<br>'.join(lines)}</div>"
+    # white-space/overflow-wrap: ipywidgets' HTML keeps a line unbroken, so long names ran out of the card
+    return ("<div style='font-size:11px;line-height:1.3;white-space:normal;overflow-wrap:anywhere'>"
+            f"{'<br>'.join(lines)}</div>")
 
 def _card(interp: ClassificationInterpretation, i: int, size: int, top: int, cache: dict) -> _W.VBox:
     "One image with its caption."
     if i not in cache: cache[i] = _thumb_jpeg(interp.items[i], size)
     img = _W.Image(value=cache[i], format="jpeg", layout=_W.Layout(max_width=f"{size}px", max_height=f"{size}px"))
-    cap = _W.HTML(_caption(interp, i, top)); cap.add_class("lessonkit-caption")
+    cap = _W.HTML(_caption(interp, i, top), layout=_W.Layout(width=f"{size + 36}px"))
+    cap.add_class("lessonkit-caption")
     return _W.VBox([img, cap],
                   layout=_W.Layout(width=f"{size + 40}px", margin="4px", align_items="center"))
 
@@ -245,11 +248,14 @@ class UploadPredict(_View):
         self.classes = list(learn.dls.classes)
         self.result: list[tuple[str, float]] = []
         self.label, self.error, self.image_name, self._img = None, None, None, None
-        self.upload = _W.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
+        # width "auto": at the default width the button's label was cut to "Upload a phot..."
+        self.upload = _W.FileUpload(accept="image/*", multiple=False, description="Upload a photo",
+                                    layout=_W.Layout(width="auto"))
         self.photo, self.chart = _W.Image(format="jpeg"), _W.Image(format="png")
         self.result_label = _W.HTML("Upload a photo to see what the model thinks it is.")
         self.upload.observe(self._on_upload, "value")
-        self.widget = _W.VBox([self.upload, self.result_label, _W.HBox([self.photo, self.chart])])
+        self.widget = _W.VBox([self.upload, self.result_label,
+                              _W.HBox([self.photo, self.chart], layout=_W.Layout(align_items="flex-start"))])
         self.widget.add_class("lessonkit-upload")
 
     def _on_upload(self, change):
@@ -273,6 +279,9 @@ class UploadPredict(_View):
         self.image_name = name or (Path(img).name if isinstance(img, (str, Path)) else "image")
         thumb = pil.copy(); thumb.thumbnail((self.size, self.size))
         buf = io.BytesIO(); thumb.save(buf, format="JPEG", quality=85); self.photo.value = buf.getvalue()
+        # The photo at its own size: left to the box, a tall row stretched it (or squeezed it to a thin strip)
+        self.photo.layout.width, self.photo.layout.height = f"{thumb.width}px", f"{thumb.height}px"
+        self.photo.layout.object_fit = "contain"
         _set_chart(self.chart, _topk_figure(self.result, f"top {len(self.result)}"))
         self.result_label.value = (f"<b>{html.escape(self.image_name)}</b>: predicted "
                                    f"<b>{html.escape(self.label)}</b> ({self.result[0][1]:.1%})")
