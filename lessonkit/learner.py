@@ -18,7 +18,7 @@ from .core import (LessonkitError, atomic_write, check_arg, check_device, check_
                             default_device, delegates, load_safely, shown, warn, world_size, write_once)
 from .callbacks import (
     EVENTS, Callback, CancelBatchException, CancelEpochException, CancelFitException, CancelTrainException, CancelValidException,
-    CheckFiniteCallback, ProgressCallback, Recorder, ShowGraphCallback)
+    CheckFiniteCallback, FoldFrozenBNCallback, ProgressCallback, Recorder, ShowGraphCallback)
 from .metrics import metric_name
 from .models import TransferModel, create_model, layer_groups as model_layer_groups
 
@@ -383,13 +383,13 @@ class Learner(_LearnerCallbacks, _LearnerFreezing, _LearnerSaving):
                  wd: float = 0.01, # weight decay (not on normalisation layers or biases, unless `wd_bn_bias`)
                  wd_bn_bias: bool = False, # also decay normalisation layers and biases (fastai: bn_wd=True)
                  metrics: Callable | Sequence[Callable] | None = None, # functions `(probs, targets) -> float`
-                 cbs: Callback | Sequence[Callback] | None = None, # extra callbacks (a Recorder and progress are always added)
+                 cbs: Callback | Sequence[Callback] | None = None, # extra callbacks (a Recorder, progress, the live loss plot, the NaN check and BatchNorm folding are always added)
                  layer_groups: Sequence[nn.Module] | None = None, # default: the body's stride groups and the head (`models.layer_groups`)
                  train_bn: bool = False, # train the BatchNorm layers of frozen groups (fastai's default is True)
                  path: str | os.PathLike = ".", # where `save`, `export` and logs write
                  device: torch.device | str | None = None, # default: the data's device
                  mixed_precision: bool | str | None = "auto", # 'auto': bf16/fp16 on CUDA only; or 'bf16', 'fp16', False
-                 channels_last: bool | None = None, # default: on CUDA only
+                 channels_last: bool | None = None, # default: on CUDA and the CPU (not MPS)
                  num_threads: int | None = None): # on the CPU, torch's threads for the whole process (`_use_cpu_threads`): None every core, 0 leave as is
         metrics = [] if metrics is None else list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
         cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs else []
@@ -399,7 +399,7 @@ class Learner(_LearnerCallbacks, _LearnerFreezing, _LearnerSaving):
         self.dls, self.model, self.opt_func, self.lr, self.wd, self.wd_bn_bias = dls, model, opt_func, lr, wd, wd_bn_bias
         self.device = check_device(device or getattr(dls, "device", None))
         self.model.to(self.device)
-        if channels_last if channels_last is not None else self.device.type == "cuda":
+        if channels_last if channels_last is not None else self.device.type in ("cuda", "cpu"):
             self.model.to(memory_format=torch.channels_last)
         if self.device.type == "cpu": _use_cpu_threads(num_threads)
         self.amp_dtype = _amp_dtype(self.device, mixed_precision)
@@ -412,7 +412,7 @@ class Learner(_LearnerCallbacks, _LearnerFreezing, _LearnerSaving):
         self.training, self.epoch, self.n_epoch, self.valid_loss, self.valid_metrics = False, 0, 0, None, {}
         self.wrapped_model: nn.Module | None = None  # what runs `model` during a fit, if a callback wraps it (DDP)
         self.cbs = []
-        self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(), *cbs])
+        self.add_cbs([Recorder(), ProgressCallback(), ShowGraphCallback(), CheckFiniteCallback(), FoldFrozenBNCallback(), *cbs])
 
     @property
     def metric_names(self) -> list[str]: return [metric_name(m) for m in self.metrics]

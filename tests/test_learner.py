@@ -282,3 +282,45 @@ def test_a_batch_of_one_image_is_refused_with_a_reason(small, tmp_path):
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
     with pytest.raises(LessonkitError, match=r"bs=1\), and the model's BatchNorm layers cannot train on one image"):
         vision_learner(small.new(bs=1), "mobilenet_v2", pretrained=False).fit(1)
+
+
+class _SeenView(Callback):
+    "Records what ran the model during the first training batch: the learner's folded view, if any."
+    order = 50
+    def before_fit(self): self.view = None
+    def after_pred(self):
+        if self.learn.training and self.view is None: self.view = self.learn.wrapped_model
+
+
+def test_folding_frozen_batchnorm_trains_the_same_head_faster_and_leaves_the_model_whole(pets):
+    "MobileNetV2, frozen body: with folding (the default) and without, one epoch from the same start gives the same losses."
+    set_seed(0)
+    learn = vision_learner(pets, "mobilenet_v2", metrics=accuracy)
+    start = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in learn.model.modules())
+    seen = _SeenView()
+    set_seed(1); learn.fit(1, 1e-3, cbs=[seen])
+    folded, folded_state = learn.recorder.values[-1], {k: v.clone() for k, v in learn.model.state_dict().items()}
+    view = seen.view
+    assert view is not None and learn.wrapped_model is None, "the view runs during fit only"
+    fused = [m for m in view.modules() if isinstance(m, nn.Conv2d) and m.bias is not None and m not in set(learn.model.modules())]
+    assert len(fused) == n_bn == 52, (len(fused), n_bn)   # every Conv2d+BatchNorm2d pair of MobileNetV2's body
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in learn.model.modules()) == n_bn   # the model keeps its layers
+    assert folded_state.keys() == start.keys()
+    body = [k for k in start if k.startswith("0.")]
+    assert all(torch.equal(folded_state[k], start[k]) for k in body)            # frozen: unchanged, BN statistics too
+    assert not all(torch.equal(folded_state[k], start[k]) for k in start if k.startswith("1."))  # the head trained
+
+    learn.model.load_state_dict(start); learn.opt = None
+    learn.remove_cb(learn.fold_frozen_bn)
+    seen2 = _SeenView()
+    set_seed(1); learn.fit(1, 1e-3, cbs=[seen2])
+    plain = learn.recorder.values[-1]
+    assert seen2.view is None   # without the callback the learner runs learn.model itself
+    for k in ("train_loss", "valid_loss"): assert abs(folded[k] - plain[k]) < 1e-4, (k, folded, plain)
+    # Adam divides by the gradients' size, so float rounding moves a few weights by ~1e-4; the training itself moved
+    # the head's weights by far more
+    head = [k for k in start if k.startswith("1.") and start[k].is_floating_point()]
+    diff = sum((folded_state[k] - learn.model.state_dict()[k]).float().norm() ** 2 for k in head) ** 0.5
+    moved = sum((folded_state[k] - start[k]).float().norm() ** 2 for k in head) ** 0.5
+    assert diff < 0.02 * moved, (diff, moved)
