@@ -170,6 +170,11 @@ class ProgressCallback(Callback):
         if self.bar is not None: self.bar.close(); self.bar = None
     after_train = after_validate = _close_bar
 
+    def _finish_bar(self):
+        "A callback stopped this phase on purpose: end its bar as done (a bar closed short of its total shows as failed)."
+        if self.bar is not None: self.bar.total = self.bar.n
+    after_cancel_train = after_cancel_validate = after_cancel_epoch = after_cancel_fit = _finish_bar
+
     def after_epoch(self):
         rec = getattr(self.learn, "recorder", None)
         if rec is None or not rec.values: return

@@ -250,7 +250,7 @@ class UploadPredict(_View):
         self.label, self.error, self.image_name, self._img = None, None, None, None
         # width "auto": at the default width the button's label was cut to "Upload a phot..."
         self.upload = _W.FileUpload(accept="image/*", multiple=False, description="Upload a photo",
-                                    layout=_W.Layout(width="auto"))
+                                    layout=_W.Layout(width="auto", align_self="flex-start"))
         self.photo, self.chart = _W.Image(format="jpeg"), _W.Image(format="png")
         self.result_label = _W.HTML("Upload a photo to see what the model thinks it is.")
         self.upload.observe(self._on_upload, "value")
@@ -279,8 +279,10 @@ class UploadPredict(_View):
         self.image_name = name or (Path(img).name if isinstance(img, (str, Path)) else "image")
         thumb = pil.copy(); thumb.thumbnail((self.size, self.size))
         buf = io.BytesIO(); thumb.save(buf, format="JPEG", quality=85); self.photo.value = buf.getvalue()
-        # The photo at its own size: left to the box, a tall row stretched it (or squeezed it to a thin strip)
-        self.photo.layout.width, self.photo.layout.height = f"{thumb.width}px", f"{thumb.height}px"
+        # The photo at `size` on its longest side (a small one scaled up, so it can be seen): left to the box, a tall
+        # row stretched it, and a small photo showed as a thin strip
+        w, h = (round(s * self.size / max(thumb.size)) for s in thumb.size)
+        self.photo.layout.width, self.photo.layout.height = f"{w}px", f"{h}px"
         self.photo.layout.object_fit = "contain"
         _set_chart(self.chart, _topk_figure(self.result, f"top {len(self.result)}"))
         self.result_label.value = (f"<b>{html.escape(self.image_name)}</b>: predicted "
