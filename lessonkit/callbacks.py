@@ -325,7 +325,7 @@ class FoldFrozenBNCallback(Callback):
     "During `fit`, run a view of the model with each frozen Conv2d+BatchNorm2d pair fused into one convolution."
     order = -5  # before the callbacks that read predictions
 
-    def __init__(self): self.view, self.copies = None, []
+    def __init__(self): self.view, self.copies, self.folded = None, [], []
 
     def before_epoch(self):
         learn = self.learn
@@ -334,8 +334,12 @@ class FoldFrozenBNCallback(Callback):
         self.copies = []
         view = _folded_view(learn.model, frozen, self.copies) if frozen else learn.model
         self.view = learn.wrapped_model = None if view is learn.model else view  # rebuilt each epoch: weights may be loaded between
+        self.folded = [p for orig, _ in self.copies for m in orig.children() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
+                       for p in m.parameters()]  # more than the folded layers' weights: a cheap, safe superset
 
     def before_batch(self):
+        if self.view is not None and any(p.requires_grad for p in self.folded):
+            self.before_epoch()  # a callback unfroze layers mid-epoch: they must train now, so build the view again
         for orig, view in self.copies: view.training = orig.training  # modes are set on learn.model: copy them over
 
     def after_fit(self):
