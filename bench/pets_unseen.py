@@ -26,6 +26,12 @@ LEARNING = "# Learning checks"
 TARGET = 0.70
 
 
+def _default_src() -> Path:
+    "../shared/data next to the repository (a worktree under /work/wt/<name> has it two levels up)."
+    near, far = ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"
+    return near if near.is_dir() or not far.is_dir() else far
+
+
 def held_out(src: Path) -> list[Path]:
     "The held-out originals, chosen by data/build.py (the one place that decides what data/ holds)."
     spec = importlib.util.spec_from_file_location("data_build", ROOT / "data" / "build.py")
@@ -78,7 +84,7 @@ def worker(seed: int, src: Path) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--src", type=Path, default=ROOT.parent.parent / "shared" / "data")
+    ap.add_argument("--src", type=Path, default=_default_src())
     ap.add_argument("--jobs", type=int, default=1, help="seeds run at once (on a shared machine: its share grows)")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # one seed, in this process
     a = ap.parse_args()
